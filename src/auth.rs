@@ -1,0 +1,118 @@
+//! Message signing (SPEC §3): HMAC-MD5 over `app_id`, `module`, `stamp`,
+//! `nsecs` and `body`, hex encoded. Verification compares in constant time
+//! (hmac's `verify_slice`); secrets are never logged.
+
+use hmac::{Hmac, Mac};
+use md5::Md5;
+
+use crate::protocol::Message;
+
+type HmacMd5 = Hmac<Md5>;
+
+/// Why a message's signature was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// The facility has a secret and the message carries no signature.
+    #[error("missing signature")]
+    Missing,
+    /// The signature is not 32 hex digits.
+    #[error("malformed signature")]
+    Malformed,
+    /// The signature does not match.
+    #[error("bad signature")]
+    Mismatch,
+}
+
+fn mac_for(secret: &str, msg: &Message<'_>) -> HmacMd5 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = HmacMd5::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut ibuf = itoa::Buffer::new();
+    mac.update(msg.app_id.as_bytes());
+    mac.update(msg.module.as_bytes());
+    mac.update(ibuf.format(msg.stamp).as_bytes());
+    mac.update(ibuf.format(msg.nsecs).as_bytes());
+    mac.update(msg.body.as_bytes());
+    mac
+}
+
+/// Returns the lowercase hex signature of `msg` under `secret`.
+pub fn sign(secret: &str, msg: &Message<'_>) -> String {
+    let tag = mac_for(secret, msg).finalize().into_bytes();
+    let mut out = String::with_capacity(32);
+    for b in tag {
+        out.push(char::from(HEX[(b >> 4) as usize]));
+        out.push(char::from(HEX[(b & 0xf) as usize]));
+    }
+    out
+}
+
+/// Checks the signature carried by `msg` against `secret` in constant time.
+///
+/// # Errors
+/// [`AuthError`] says whether it was missing, malformed or wrong.
+pub fn verify(secret: &str, msg: &Message<'_>) -> Result<(), AuthError> {
+    let sig = msg.signature.as_deref().ok_or(AuthError::Missing)?;
+    let mut tag = [0u8; 16];
+    decode_hex(sig.as_bytes(), &mut tag).ok_or(AuthError::Malformed)?;
+    mac_for(secret, msg)
+        .verify_slice(&tag)
+        .map_err(|_| AuthError::Mismatch)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn decode_hex(src: &[u8], out: &mut [u8; 16]) -> Option<()> {
+    if src.len() != 32 {
+        return None;
+    }
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    for (i, pair) in src.chunks_exact(2).enumerate() {
+        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector() -> Message<'static> {
+        Message {
+            version: 1,
+            app_id: "app-name".into(),
+            module: "web.foo".into(),
+            stamp: 1358363502,
+            nsecs: 12043,
+            body: "If numbers aren’t beautiful, I don’t know what is. –Paul Erdős".into(),
+            hostname: None,
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn old_daemon_test_vector() {
+        assert_eq!(sign("01WzaGPu", &vector()), "396d1459bf34d782ebe156fd02b8e591");
+    }
+
+    #[test]
+    fn verify_accepts_good_and_rejects_bad() {
+        let mut m = vector();
+        assert_eq!(verify("01WzaGPu", &m), Err(AuthError::Missing));
+        m.signature = Some("396d1459bf34d782ebe156fd02b8e591".into());
+        assert_eq!(verify("01WzaGPu", &m), Ok(()));
+        assert_eq!(verify("other", &m), Err(AuthError::Mismatch));
+        m.signature = Some("396D1459BF34D782EBE156FD02B8E591".into());
+        assert_eq!(verify("01WzaGPu", &m), Ok(()));
+        m.signature = Some("xyz".into());
+        assert_eq!(verify("01WzaGPu", &m), Err(AuthError::Malformed));
+        m.signature = Some("396d1459bf34d782ebe156fd02b8e592".into());
+        assert_eq!(verify("01WzaGPu", &m), Err(AuthError::Mismatch));
+    }
+}

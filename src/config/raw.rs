@@ -1,0 +1,1 @@
+//! The INI as read, before validation. STUB: the config helper replaces it.

@@ -1,0 +1,1 @@
+//! TLS configuration. STUB: the TLS helper replaces it.
