@@ -29,11 +29,37 @@ pub struct FacilityDb {
 
 impl std::fmt::Debug for Facility {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Facility").field("app_id", &self.app_id).finish_non_exhaustive()
+        f.debug_struct("Facility")
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Facility {
+    /// STUB.
+    pub fn file_stem(&self) -> &str {
+        if self.module.is_empty() {
+            "root"
+        } else {
+            &self.module
+        }
+    }
+    /// STUB.
+    pub fn section_name(&self) -> String {
+        if self.module.is_empty() {
+            self.app_id.clone()
+        } else {
+            format!("{}:{}", self.app_id, self.module)
+        }
     }
 }
 
 impl FacilityDb {
+    /// STUB.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Facility>> {
+        self.apps.values().flat_map(|m| m.values())
+    }
+
     /// Reads and validates facilities.conf.
     ///
     /// # Errors

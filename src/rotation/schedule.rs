@@ -8,3 +8,17 @@ pub enum Schedule {
     /// A five-field cron schedule (named schedules are cron lines too).
     Cron(String),
 }
+
+impl Schedule {
+    /// STUB.
+    pub fn next_after<Tz: chrono::TimeZone>(
+        &self,
+        _after: &chrono::DateTime<Tz>,
+    ) -> Option<chrono::DateTime<Tz>> {
+        None
+    }
+    /// STUB.
+    pub fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
