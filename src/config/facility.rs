@@ -92,7 +92,14 @@ impl std::fmt::Debug for Facility {
             .field("file_per_host", &self.file_per_host)
             .field(
                 "secret",
-                &format_args!("{}", if self.secret.is_some() { "<redacted>" } else { "none" }),
+                &format_args!(
+                    "{}",
+                    if self.secret.is_some() {
+                        "<redacted>"
+                    } else {
+                        "none"
+                    }
+                ),
             )
             .finish()
     }
@@ -106,8 +113,13 @@ impl FacilityDb {
     /// # Errors
     /// A [`ConfigError`] naming the file, section and fix.
     pub fn load(path: &Path) -> Result<FacilityDb, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::unreadable(path, &e, "-F/--facilities-config or [main] facilities_config"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::unreadable(
+                path,
+                &e,
+                "-F/--facilities-config or [main] facilities_config",
+            )
+        })?;
         FacilityDb::parse(&text, path)
     }
 
@@ -241,7 +253,9 @@ fn check_segment(segment: &str, what: &str, name: &str) -> Result<(), String> {
         return Err(format!("[{name}] has an empty {what}; {fix}"));
     }
     if segment == "." || segment == ".." {
-        return Err(format!("[{name}]: \"{segment}\" cannot be an {what}; {fix}"));
+        return Err(format!(
+            "[{name}]: \"{segment}\" cannot be an {what}; {fix}"
+        ));
     }
     if let Some(c) = segment
         .chars()
@@ -273,12 +287,20 @@ fn read_facility(
     };
     let positive = |key: &str, v: &str| {
         v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-            error(key, format!("{key} = \"{v}\" is not valid; use a whole number of at least 1"))
+            error(
+                key,
+                format!("{key} = \"{v}\" is not valid; use a whole number of at least 1"),
+            )
         })
     };
     let positive_u32 = |key: &str, v: &str| {
         positive(key, v).and_then(|n| {
-            u32::try_from(n).map_err(|_| error(key, format!("{key} = \"{v}\" is too large; use at most {}", u32::MAX)))
+            u32::try_from(n).map_err(|_| {
+                error(
+                    key,
+                    format!("{key} = \"{v}\" is too large; use at most {}", u32::MAX),
+                )
+            })
         })
     };
     let required = |key: &str, example: &str| {
@@ -313,7 +335,10 @@ fn read_facility(
     let file_per_host = match own("file_per_host") {
         Some("") => false,
         Some(v) => parse_bool(v).ok_or_else(|| {
-            error("file_per_host", format!("file_per_host = \"{v}\" is not a boolean; use yes or no"))
+            error(
+                "file_per_host",
+                format!("file_per_host = \"{v}\" is not a boolean; use yes or no"),
+            )
         })?,
         None => root.is_some_and(|r| r.file_per_host),
     };
@@ -397,11 +422,17 @@ secret = my-big-secret
         let db = parse(include_str!("../../etc/facilities.conf"));
         assert!(db.len() >= 5);
         let signed = db.lookup("signed-app", "x").unwrap();
-        assert_eq!(signed.secret.as_deref(), Some("change-me;to-a-long-random-string"));
+        assert_eq!(
+            signed.secret.as_deref(),
+            Some("change-me;to-a-long-random-string")
+        );
         let db = parse(include_str!("../../etc/dev/facilities.conf"));
         let names: Vec<String> = db.iter().map(|f| f.section_name()).collect();
         assert_eq!(names, ["my-app", "my-app:web", "signed-app"]);
-        assert_eq!(db.lookup("signed-app", "").unwrap().secret.as_deref(), Some("dev-secret"));
+        assert_eq!(
+            db.lookup("signed-app", "").unwrap().secret.as_deref(),
+            Some("dev-secret")
+        );
     }
 
     #[test]
@@ -417,9 +448,26 @@ secret = my-big-secret
             ("my_app-2:a-b_c.d", ("my_app-2", "a-b_c.d")),
         ];
         for (name, (app, module)) in table {
-            assert_eq!(split_section_name(name).unwrap(), (app.to_owned(), module.to_owned()), "{name}");
+            assert_eq!(
+                split_section_name(name).unwrap(),
+                (app.to_owned(), module.to_owned()),
+                "{name}"
+            );
         }
-        for bad in [":web", "a/b", "a\\b", "..", ".", "a b", "app:web..x", "app:.x", "app:x.", "app:x/y", "app:..", "a\u{1}b"] {
+        for bad in [
+            ":web",
+            "a/b",
+            "a\\b",
+            "..",
+            ".",
+            "a b",
+            "app:web..x",
+            "app:.x",
+            "app:x.",
+            "app:x/y",
+            "app:..",
+            "a\u{1}b",
+        ] {
             assert!(split_section_name(bad).is_err(), "{bad}");
         }
     }
@@ -440,10 +488,24 @@ secret = my-big-secret
             ("", "app"),
         ];
         for (module, want) in table {
-            assert_eq!(db.lookup("app", module).unwrap().section_name(), want, "{module}");
+            assert_eq!(
+                db.lookup("app", module).unwrap().section_name(),
+                want,
+                "{module}"
+            );
         }
-        assert_eq!(db.lookup("app", normalize_module("root.web")).unwrap().section_name(), "app:web");
-        assert_eq!(db.lookup("app", normalize_module("root")).unwrap().section_name(), "app");
+        assert_eq!(
+            db.lookup("app", normalize_module("root.web"))
+                .unwrap()
+                .section_name(),
+            "app:web"
+        );
+        assert_eq!(
+            db.lookup("app", normalize_module("root"))
+                .unwrap()
+                .section_name(),
+            "app"
+        );
         assert!(db.lookup("other", "web").is_none());
     }
 
@@ -465,7 +527,10 @@ secret = my-big-secret
         assert_eq!(web.secret.as_deref(), Some("s;1"));
         let api = db.lookup("app", "api").unwrap();
         assert_eq!(api.rotate.describe(), "hourly (0 * * * *)");
-        assert_eq!((api.backup_count, api.max_size, api.flush_every), (2, Some(50), 2));
+        assert_eq!(
+            (api.backup_count, api.max_size, api.flush_every),
+            (2, Some(50), 2)
+        );
         assert!(!api.file_per_host);
         assert_eq!(api.secret.as_deref(), Some("other"));
         let public = db.lookup("app", "public").unwrap();
@@ -489,7 +554,10 @@ secret = my-big-secret
     fn defaults_and_debug_hides_the_secret() {
         let db = parse("[app]\nrotate = daily\nbackup_count = 1\nsecret = hunter2\n");
         let f = db.lookup("app", "").unwrap();
-        assert_eq!((f.flush_every, f.file_per_host, f.max_size), (1, false, None));
+        assert_eq!(
+            (f.flush_every, f.file_per_host, f.max_size),
+            (1, false, None)
+        );
         let debug = format!("{f:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
@@ -551,7 +619,11 @@ secret = my-big-secret
         ];
         for (text, place, fix) in table {
             let err = parse_err(text);
-            assert_eq!(err.file, Path::new("/etc/loghogd/facilities.conf"), "{text}");
+            assert_eq!(
+                err.file,
+                Path::new("/etc/loghogd/facilities.conf"),
+                "{text}"
+            );
             assert_eq!(err.place, place, "{text}");
             assert!(err.problem.contains(fix), "{text}: {}", err.problem);
         }

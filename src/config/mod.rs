@@ -243,16 +243,18 @@ impl Config {
 }
 
 fn read_main(r: &Reader<'_>, o: &Overrides) -> Result<MainSection, ConfigError> {
-    let rundir = o
-        .rundir
-        .clone()
-        .unwrap_or(r.path("rundir")?.unwrap_or_else(|| "/var/run/loghogd".into()));
+    let rundir = o.rundir.clone().unwrap_or(
+        r.path("rundir")?
+            .unwrap_or_else(|| "/var/run/loghogd".into()),
+    );
     // A relative pidfile in the file lives in rundir (the old default was
     // just "loghogd.pid").
     let pidfile = match o.pidfile.clone() {
         Some(p) => p,
         None => {
-            let p = r.raw_path("pidfile").unwrap_or_else(|| "loghogd.pid".into());
+            let p = r
+                .raw_path("pidfile")
+                .unwrap_or_else(|| "loghogd.pid".into());
             if p.is_absolute() {
                 p
             } else {
@@ -263,14 +265,14 @@ fn read_main(r: &Reader<'_>, o: &Overrides) -> Result<MainSection, ConfigError> 
     Ok(MainSection {
         daemon: o.daemon || r.bool("daemon", false)?,
         user: o.user.clone().or_else(|| r.str("user").map(str::to_owned)),
-        logdir: o
-            .logdir
-            .clone()
-            .unwrap_or(r.path("logdir")?.unwrap_or_else(|| "/var/log/loghogd".into())),
-        workdir: o
-            .workdir
-            .clone()
-            .unwrap_or(r.path("workdir")?.unwrap_or_else(|| "/var/lib/loghogd".into())),
+        logdir: o.logdir.clone().unwrap_or(
+            r.path("logdir")?
+                .unwrap_or_else(|| "/var/log/loghogd".into()),
+        ),
+        workdir: o.workdir.clone().unwrap_or(
+            r.path("workdir")?
+                .unwrap_or_else(|| "/var/lib/loghogd".into()),
+        ),
         rundir,
         pidfile,
         facilities_config: o.facilities_config.clone().unwrap_or(
@@ -293,7 +295,8 @@ fn read_log(r: &Reader<'_>, o: &Overrides) -> Result<LogSection, ConfigError> {
     let when = match r.str("when") {
         None => Schedule::parse_log_when("midnight").map_err(|e| r.error("when", e.to_string()))?,
         Some(v) => {
-            let when = Schedule::parse_log_when(v).map_err(|e| r.error("when", format!("when = {e}")))?;
+            let when =
+                Schedule::parse_log_when(v).map_err(|e| r.error("when", format!("when = {e}")))?;
             if when.is_size() {
                 return Err(r.error(
                     "when",
@@ -334,12 +337,13 @@ fn read_compressor(r: &Reader<'_>) -> Result<CompressorSection, ConfigError> {
 fn read_server(r: &Reader<'_>) -> Result<ServerSection, ConfigError> {
     let port = r.number("default_port", 5566, 0, 65535)? as u16;
     let port_ssl = r.number("default_port_ssl", 5577, 0, 65535)? as u16;
-    let addrs = |key: &str, family: Family, port: u16, absent: &[SocketAddr]| {
-        match r.section.and_then(|s| s.get(key)) {
-            None => Ok(absent.to_vec()),
-            Some(entry) => parse_addrs(&entry.value, family, port)
-                .map_err(|problem| r.error(key, format!("{key} = \"{}\": {problem}", entry.value))),
-        }
+    let addrs = |key: &str, family: Family, port: u16, absent: &[SocketAddr]| match r
+        .section
+        .and_then(|s| s.get(key))
+    {
+        None => Ok(absent.to_vec()),
+        Some(entry) => parse_addrs(&entry.value, family, port)
+            .map_err(|problem| r.error(key, format!("{key} = \"{}\": {problem}", entry.value))),
     };
     let default_v4 = [SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)];
     let mut listen = addrs("listen_ipv4", Family::V4, port, &default_v4)?;
@@ -422,7 +426,10 @@ impl Reader<'_> {
         match self.str(key) {
             None => Ok(default),
             Some(v) => parse_bool(v).ok_or_else(|| {
-                self.error(key, format!("{key} = \"{v}\" is not a boolean; use yes or no"))
+                self.error(
+                    key,
+                    format!("{key} = \"{v}\" is not a boolean; use yes or no"),
+                )
             }),
         }
     }
@@ -500,7 +507,10 @@ enum Family {
 
 impl Family {
     fn matches(self, ip: &IpAddr) -> bool {
-        matches!((self, ip), (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_)))
+        matches!(
+            (self, ip),
+            (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
+        )
     }
 }
 
@@ -516,7 +526,9 @@ fn parse_addrs(value: &str, family: Family, default_port: u16) -> Result<Vec<Soc
                 Family::V4 => ("an IPv6", "listen_ipv6"),
                 Family::V6 => ("an IPv4", "listen_ipv4"),
             };
-            return Err(format!("\"{item}\" is {is} address; move it to {key} (or its _ssl twin)"));
+            return Err(format!(
+                "\"{item}\" is {is} address; move it to {key} (or its _ssl twin)"
+            ));
         }
         out.push(addr);
     }
@@ -525,8 +537,9 @@ fn parse_addrs(value: &str, family: Family, default_port: u16) -> Result<Vec<Soc
 
 fn parse_addr(item: &str, family: Family, default_port: u16) -> Result<SocketAddr, String> {
     let port = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("\"{p}\" in \"{item}\" is not a port; use a number from 0 to 65535"))
+        p.parse::<u16>().map_err(|_| {
+            format!("\"{p}\" in \"{item}\" is not a port; use a number from 0 to 65535")
+        })
     };
     // `[v6]` or `[v6]:port`.
     if let Some(rest) = item.strip_prefix('[') {
@@ -628,7 +641,11 @@ listen_ipv6_ssl =
 ";
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/etc/loghogd/loghogd.conf"), &Overrides::default())
+        Config::parse(
+            text,
+            Path::new("/etc/loghogd/loghogd.conf"),
+            &Overrides::default(),
+        )
     }
 
     fn sa(s: &str) -> SocketAddr {
@@ -644,15 +661,27 @@ listen_ipv6_ssl =
         assert_eq!(c.main.logdir, Path::new("/var/log/loghogd"));
         assert_eq!(c.main.rundir, Path::new("/var/run/loghogd"));
         assert_eq!(c.main.pidfile, Path::new("/var/run/loghogd/loghogd.pid"));
-        assert_eq!(c.main.facilities_config, Path::new("/etc/loghogd/facilities.conf"));
-        assert_eq!(c.log.filename.as_deref(), Some(Path::new("/var/log/loghogd/loghogd.log")));
+        assert_eq!(
+            c.main.facilities_config,
+            Path::new("/etc/loghogd/facilities.conf")
+        );
+        assert_eq!(
+            c.log.filename.as_deref(),
+            Some(Path::new("/var/log/loghogd/loghogd.log"))
+        );
         assert_eq!(c.log.level, tracing::Level::DEBUG);
         assert_eq!(c.log.backup_count, 14);
         assert_eq!(c.log.when.describe(), "daily (0 0 * * *)");
         assert_eq!(c.server.listen, [sa("127.0.0.1:5566")]);
         assert_eq!(c.server.listen_ssl, [sa("127.0.0.1:5577")]);
-        assert_eq!(c.server.pemfile.as_deref(), Some(Path::new("/etc/loghogd/certs/loghog-server.pem")));
-        assert_eq!(c.server.cacert.as_deref(), Some(Path::new("/etc/loghogd/certs/loghog-ca.cert")));
+        assert_eq!(
+            c.server.pemfile.as_deref(),
+            Some(Path::new("/etc/loghogd/certs/loghog-server.pem"))
+        );
+        assert_eq!(
+            c.server.cacert.as_deref(),
+            Some(Path::new("/etc/loghogd/certs/loghog-ca.cert"))
+        );
         assert_eq!(c.server.max_msg_size, 65536);
         assert_eq!(c.compressor.format, Codec::Xz);
         assert_eq!(c.compressor.level, 6);
@@ -668,7 +697,10 @@ listen_ipv6_ssl =
         assert_eq!(c.main.workdir, Path::new("/var/lib/loghogd"));
         assert_eq!(c.main.rundir, Path::new("/var/run/loghogd"));
         assert_eq!(c.main.pidfile, Path::new("/var/run/loghogd/loghogd.pid"));
-        assert_eq!(c.main.facilities_config, Path::new("/etc/loghogd/facilities.conf"));
+        assert_eq!(
+            c.main.facilities_config,
+            Path::new("/etc/loghogd/facilities.conf")
+        );
         assert_eq!(c.log.filename, None);
         assert_eq!(c.log.level, tracing::Level::INFO);
         assert_eq!(c.log.backup_count, 14);
@@ -682,15 +714,31 @@ listen_ipv6_ssl =
     fn relative_paths_resolve_against_the_config_dir() {
         let text = "[main]\nlogdir = ../../var/log\nworkdir = lib\nrundir = run\npidfile = d.pid\n\
                     facilities_config = facilities.conf\n[log]\nfilename = own.log\n";
-        let c = Config::parse(text, Path::new("etc/dev/loghogd.conf"), &Overrides::default()).unwrap();
+        let c = Config::parse(
+            text,
+            Path::new("etc/dev/loghogd.conf"),
+            &Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(c.main.logdir, Path::new("etc/dev/../../var/log"));
         assert_eq!(c.main.workdir, Path::new("etc/dev/lib"));
         assert_eq!(c.main.rundir, Path::new("etc/dev/run"));
         assert_eq!(c.main.pidfile, Path::new("etc/dev/run/d.pid"));
-        assert_eq!(c.main.facilities_config, Path::new("etc/dev/facilities.conf"));
-        assert_eq!(c.log.filename.as_deref(), Some(Path::new("etc/dev/own.log")));
+        assert_eq!(
+            c.main.facilities_config,
+            Path::new("etc/dev/facilities.conf")
+        );
+        assert_eq!(
+            c.log.filename.as_deref(),
+            Some(Path::new("etc/dev/own.log"))
+        );
         // A bare file name next to the config: relative to the current dir.
-        let c = Config::parse("[main]\nlogdir = logs\n", Path::new("loghogd.conf"), &Overrides::default()).unwrap();
+        let c = Config::parse(
+            "[main]\nlogdir = logs\n",
+            Path::new("loghogd.conf"),
+            &Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(c.main.logdir, Path::new("logs"));
     }
 
@@ -727,18 +775,30 @@ listen_ipv6_ssl =
     #[test]
     fn address_lists() {
         let table: &[(&str, &[&str])] = &[
-            ("listen_ipv4 = 127.0.0.1, 10.0.0.5:16655", &["127.0.0.1:5566", "10.0.0.5:16655"]),
+            (
+                "listen_ipv4 = 127.0.0.1, 10.0.0.5:16655",
+                &["127.0.0.1:5566", "10.0.0.5:16655"],
+            ),
             ("listen_ipv4 =", &[]),
             ("listen_ipv4 = \"\"", &[]),
             ("listen_ipv4 = localhost", &["127.0.0.1:5566"]),
             ("listen_ipv4 = localhost:15566", &["127.0.0.1:15566"]),
             ("listen_ipv4 = 127.0.0.1:0", &["127.0.0.1:0"]),
             ("listen_ipv4 = 0.0.0.0,", &["0.0.0.0:5566"]),
-            ("listen_ipv4 =\nlisten_ipv6 = [::1], [::2]:5588", &["[::1]:5566", "[::2]:5588"]),
+            (
+                "listen_ipv4 =\nlisten_ipv6 = [::1], [::2]:5588",
+                &["[::1]:5566", "[::2]:5588"],
+            ),
             ("listen_ipv4 =\nlisten_ipv6 = ::1", &["[::1]:5566"]),
             ("listen_ipv4 =\nlisten_ipv6 = localhost:7", &["[::1]:7"]),
-            ("default_port = 9\nlisten_ipv6 = [::]", &["127.0.0.1:9", "[::]:9"]),
-            ("listen_ipv4 = 127.0.0.1:0\nlisten_ipv6 = [::1]:0", &["127.0.0.1:0", "[::1]:0"]),
+            (
+                "default_port = 9\nlisten_ipv6 = [::]",
+                &["127.0.0.1:9", "[::]:9"],
+            ),
+            (
+                "listen_ipv4 = 127.0.0.1:0\nlisten_ipv6 = [::1]:0",
+                &["127.0.0.1:0", "[::1]:0"],
+            ),
         ];
         for (body, want) in table {
             let c = parse(&format!("[server]\n{body}\n")).unwrap_or_else(|e| panic!("{body}: {e}"));
@@ -772,10 +832,18 @@ listen_ipv6_ssl =
         assert_eq!(c.compressor.level, 9);
         assert!(c.compressor.compress_on_write);
         assert_eq!(c.server.max_msg_size, 64);
-        for (v, want) in [("xz", Codec::Xz), ("gzip", Codec::Gzip), ("bzip2", Codec::Bzip2)] {
+        for (v, want) in [
+            ("xz", Codec::Xz),
+            ("gzip", Codec::Gzip),
+            ("bzip2", Codec::Bzip2),
+        ] {
             assert_eq!(parse_codec(v), Some(want));
         }
-        for (v, want) in [("WARN", tracing::Level::WARN), ("warning", tracing::Level::WARN), ("Debug", tracing::Level::DEBUG)] {
+        for (v, want) in [
+            ("WARN", tracing::Level::WARN),
+            ("warning", tracing::Level::WARN),
+            ("Debug", tracing::Level::DEBUG),
+        ] {
             assert_eq!(parse_level(v), Some(want));
         }
         for v in ["yes", "true", "on", "1", "YES"] {
@@ -792,7 +860,7 @@ listen_ipv6_ssl =
         let table = [
             ("[main]\ndaemon = maybe\n", "[main] daemon (line 2)", "use yes or no"),
             ("[log]\nlevel = LOUD\n", "[log] level (line 2)", "use DEBUG, INFO, WARNING"),
-            ("[log]\nwhen = fortnightly\n", "[log] when (line 2)", "when = \"fortnightly\" is not a valid cron line"),
+            ("[log]\nwhen = fortnightly\n", "[log] when (line 2)", "when = \"fortnightly\" is not a schedule; use midnight, H, D, W0-W6"),
             ("[log]\nwhen = size\n", "[log] when (line 2)", "use a schedule"),
             ("[log]\nbackup_count = -1\n", "[log] backup_count (line 2)", "whole number from 0"),
             ("[compressor]\nformat = zip\n", "[compressor] format (line 2)", "use xz, gzip or bzip2"),
@@ -819,22 +887,34 @@ listen_ipv6_ssl =
             assert_eq!(err.file, Path::new("/etc/loghogd/loghogd.conf"), "{text}");
             assert_eq!(err.place, place, "{text}");
             assert!(err.problem.contains(fix), "{text}: {}", err.problem);
-            assert!(err.to_string().starts_with("/etc/loghogd/loghogd.conf: "), "{err}");
+            assert!(
+                err.to_string().starts_with("/etc/loghogd/loghogd.conf: "),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn unknown_keys_and_sections_are_not_errors() {
-        let c = parse("[main]\ncolour = blue\n[extra]\nx = 1\n[scheduler]\ndb_filename = s\n").unwrap();
+        let c =
+            parse("[main]\ncolour = blue\n[extra]\nx = 1\n[scheduler]\ndb_filename = s\n").unwrap();
         assert_eq!(c.main.logdir, Path::new("/var/log/loghogd"));
     }
 
     #[test]
     fn the_dev_config_parses() {
         let text = include_str!("../../etc/dev/loghogd.conf");
-        let c = Config::parse(text, Path::new("etc/dev/loghogd.conf"), &Overrides::default()).unwrap();
+        let c = Config::parse(
+            text,
+            Path::new("etc/dev/loghogd.conf"),
+            &Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(c.main.logdir, Path::new("etc/dev/../../var/log"));
-        assert_eq!(c.main.facilities_config, Path::new("etc/dev/facilities.conf"));
+        assert_eq!(
+            c.main.facilities_config,
+            Path::new("etc/dev/facilities.conf")
+        );
         assert_eq!(c.server.listen, [sa("127.0.0.1:5566")]);
         assert!(c.server.listen_ssl.is_empty());
         assert_eq!(c.log.filename, None);

@@ -91,12 +91,17 @@ impl RawIni {
                 let Some(end) = rest.find(']') else {
                     return Err(err(
                         number,
-                        format!("\"{trimmed}\" has no closing ']'; write a section header as [name]"),
+                        format!(
+                            "\"{trimmed}\" has no closing ']'; write a section header as [name]"
+                        ),
                     ));
                 };
                 let name = rest[..end].trim();
                 if name.is_empty() {
-                    return Err(err(number, "empty section name \"[]\"; name the section".to_owned()));
+                    return Err(err(
+                        number,
+                        "empty section name \"[]\"; name the section".to_owned(),
+                    ));
                 }
                 if let Some(first) = headers.insert(name.to_owned(), number) {
                     return Err(err(
@@ -128,7 +133,10 @@ impl RawIni {
             if key.is_empty() {
                 return Err(err(
                     number,
-                    format!("\"{trimmed}\" has no key before '{}'; write key = value", &trimmed[split..=split]),
+                    format!(
+                        "\"{trimmed}\" has no key before '{}'; write key = value",
+                        &trimmed[split..=split]
+                    ),
                 ));
             }
             if !in_section {
@@ -372,7 +380,10 @@ KEY=v
             assert_eq!(value(&raw, "Main", key), Some(want), "{key}");
         }
         assert_eq!(value(&raw, "other", "key"), Some("v"));
-        assert!(raw.section("main").is_none(), "section names keep their case");
+        assert!(
+            raw.section("main").is_none(),
+            "section names keep their case"
+        );
         let main = raw.section("Main").unwrap();
         assert_eq!(main.line, 3);
         assert_eq!(main.get("user").unwrap().line, 5);
@@ -418,7 +429,11 @@ KEY=v
             ("[]\n", "line 1", "empty section name"),
             ("[a]\n= 1\n", "line 2", "no key"),
             ("[a]\n\n[a]\n", "line 3", "first on line 1"),
-            ("[a]\nx = c:\\\ny = 2\n", "line 2", "remove the trailing backslash"),
+            (
+                "[a]\nx = c:\\\ny = 2\n",
+                "line 2",
+                "remove the trailing backslash",
+            ),
         ];
         for (text, place, want) in table {
             let err = RawIni::parse(text, Path::new("/etc/x.conf")).unwrap_err();

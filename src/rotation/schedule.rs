@@ -6,6 +6,7 @@
 //! is a pure function of a time in any `chrono` time zone.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone};
 use croner::parser::{CronParser, Seconds, Year};
@@ -58,8 +59,9 @@ pub struct CronSchedule {
     /// The five fields as written (single-spaced); for a name, its expansion.
     line: String,
     /// What `croner` evaluates. Built from `line` after our own checks, with
-    /// names turned into numbers and Vixie's day rule made explicit.
-    cron: Cron,
+    /// names turned into numbers and Vixie's day rule made explicit. Shared:
+    /// it is large, and schedules are cloned into every facility.
+    cron: Arc<Cron>,
 }
 
 /// Why a schedule could not be parsed. The message ends with the fix.
@@ -68,6 +70,15 @@ pub enum ScheduleError {
     /// Neither a known name nor something shaped like a cron line.
     #[error("\"{text}\" is not a schedule; {SCHEDULE_HINT}")]
     Unknown {
+        /// The value as written.
+        text: String,
+    },
+    /// Not a value `[log] when` knows (it takes Python's codes too).
+    #[error(
+        "\"{text}\" is not a schedule; use midnight, H, D, W0-W6 (W0 = Monday), \
+         hourly, daily, weekly, monthly, yearly or a five-field cron line like \"0 3 * * *\""
+    )]
+    UnknownLogWhen {
         /// The value as written.
         text: String,
     },
@@ -146,12 +157,7 @@ impl Schedule {
             return CronSchedule::build(Some(name), line, text).map(Schedule::Cron);
         }
         Schedule::parse(text).map_err(|err| match err {
-            ScheduleError::Unknown { text } => ScheduleError::Cron {
-                reason: "not a known value (Python's H, D, midnight and W0-W6 \
-                         are accepted too)"
-                    .to_owned(),
-                text,
-            },
+            ScheduleError::Unknown { text } => ScheduleError::UnknownLogWhen { text },
             other => other,
         })
     }
@@ -241,7 +247,7 @@ impl CronSchedule {
         let schedule = CronSchedule {
             name,
             line: line.to_owned(),
-            cron,
+            cron: Arc::new(cron),
         };
         // A line such as `0 0 30 2 *` passes every field check and never
         // fires; say so now rather than leave a file that never rotates.
@@ -351,7 +357,10 @@ impl FieldSpec {
                 out.push(',');
             }
             if item.is_empty() {
-                return Err(format!("the {} field \"{field}\" has an empty list item", self.what));
+                return Err(format!(
+                    "the {} field \"{field}\" has an empty list item",
+                    self.what
+                ));
             }
             let (range, step) = match item.split_once('/') {
                 Some((range, step)) => (range, Some(step)),
@@ -416,10 +425,17 @@ impl FieldSpec {
         if let Some(i) = self.names.iter().position(|name| *name == lower) {
             let n = self.min_name + i as u32;
             // Sunday closing a weekday range is 7, as in `fri-sun`.
-            return Ok(if range_end && n == 0 && self.max == 7 { 7 } else { n });
+            return Ok(if range_end && n == 0 && self.max == 7 {
+                7
+            } else {
+                n
+            });
         }
         if self.names.is_empty() {
-            Err(format!("\"{text}\" is not a {} (a number from {} to {})", self.what, self.min, self.max))
+            Err(format!(
+                "\"{text}\" is not a {} (a number from {} to {})",
+                self.what, self.min, self.max
+            ))
         } else {
             Err(format!(
                 "\"{text}\" is not a {} (a number from {} to {} or one of {})",
@@ -504,7 +520,11 @@ mod tests {
             ("0 4 * * *", "0 4 * * *"),
         ];
         for (input, want) in table {
-            assert_eq!(Schedule::parse_log_when(input).unwrap().describe(), want, "{input}");
+            assert_eq!(
+                Schedule::parse_log_when(input).unwrap().describe(),
+                want,
+                "{input}"
+            );
         }
         // W0 is Monday, W6 Sunday.
         let s = Schedule::parse_log_when("W0").unwrap();
@@ -526,14 +546,34 @@ mod tests {
             ("0 0 * * sun", &[Weekday::Sun, Weekday::Sun]),
             (
                 "0 0 * * 1-5",
-                &[Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Mon],
+                &[
+                    Weekday::Mon,
+                    Weekday::Tue,
+                    Weekday::Wed,
+                    Weekday::Thu,
+                    Weekday::Fri,
+                    Weekday::Mon,
+                ],
             ),
             (
                 "0 0 * * mon-fri",
-                &[Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Mon],
+                &[
+                    Weekday::Mon,
+                    Weekday::Tue,
+                    Weekday::Wed,
+                    Weekday::Thu,
+                    Weekday::Fri,
+                    Weekday::Mon,
+                ],
             ),
-            ("0 0 * * 5-7", &[Weekday::Sun, Weekday::Fri, Weekday::Sat, Weekday::Sun]),
-            ("0 0 * * fri-sun", &[Weekday::Sun, Weekday::Fri, Weekday::Sat, Weekday::Sun]),
+            (
+                "0 0 * * 5-7",
+                &[Weekday::Sun, Weekday::Fri, Weekday::Sat, Weekday::Sun],
+            ),
+            (
+                "0 0 * * fri-sun",
+                &[Weekday::Sun, Weekday::Fri, Weekday::Sat, Weekday::Sun],
+            ),
             ("weekly", &[Weekday::Mon, Weekday::Mon]),
         ];
         for (line, want) in table {
@@ -563,9 +603,15 @@ mod tests {
 
         // One field `*`: only the other one counts.
         let s = cron("0 0 13 * *");
-        assert_eq!(s.next_after(&utc(2024, 10, 1, 0, 0)).unwrap(), utc(2024, 10, 13, 0, 0));
+        assert_eq!(
+            s.next_after(&utc(2024, 10, 1, 0, 0)).unwrap(),
+            utc(2024, 10, 13, 0, 0)
+        );
         let s = cron("0 0 * * 5");
-        assert_eq!(s.next_after(&utc(2024, 10, 1, 0, 0)).unwrap(), utc(2024, 10, 4, 0, 0));
+        assert_eq!(
+            s.next_after(&utc(2024, 10, 1, 0, 0)).unwrap(),
+            utc(2024, 10, 4, 0, 0)
+        );
 
         // Vixie: a field starting with `*` (like `*/2`) counts as unrestricted,
         // so the fields are ANDed: odd days that are Mondays.
@@ -581,10 +627,26 @@ mod tests {
     fn names_steps_lists_ranges() {
         let table = [
             // (line, start, first three firings)
-            ("*/15 * * * *", utc(2024, 1, 1, 10, 7), [(10, 15), (10, 30), (10, 45)]),
-            ("0 */6 * * *", utc(2024, 1, 1, 1, 0), [(6, 0), (12, 0), (18, 0)]),
-            ("5,35 9-10 * * *", utc(2024, 1, 1, 0, 0), [(9, 5), (9, 35), (10, 5)]),
-            ("0 8-18/5 * * *", utc(2024, 1, 1, 0, 0), [(8, 0), (13, 0), (18, 0)]),
+            (
+                "*/15 * * * *",
+                utc(2024, 1, 1, 10, 7),
+                [(10, 15), (10, 30), (10, 45)],
+            ),
+            (
+                "0 */6 * * *",
+                utc(2024, 1, 1, 1, 0),
+                [(6, 0), (12, 0), (18, 0)],
+            ),
+            (
+                "5,35 9-10 * * *",
+                utc(2024, 1, 1, 0, 0),
+                [(9, 5), (9, 35), (10, 5)],
+            ),
+            (
+                "0 8-18/5 * * *",
+                utc(2024, 1, 1, 0, 0),
+                [(8, 0), (13, 0), (18, 0)],
+            ),
         ];
         for (line, start, want) in table {
             let got: Vec<(u32, u32)> = firings(&cron(line), start, 3)
@@ -607,7 +669,10 @@ mod tests {
         assert_eq!(got, [3, 4, 5, 3]);
         // Leap day: fires every four years.
         let s = cron("0 0 29 2 *");
-        assert_eq!(s.next_after(&utc(2024, 3, 1, 0, 0)).unwrap(), utc(2028, 2, 29, 0, 0));
+        assert_eq!(
+            s.next_after(&utc(2024, 3, 1, 0, 0)).unwrap(),
+            utc(2028, 2, 29, 0, 0)
+        );
     }
 
     #[test]
@@ -650,7 +715,10 @@ mod tests {
         for (line, want) in table {
             let err = Schedule::parse(line).expect_err(line).to_string();
             assert!(err.contains(want), "{line}: {err}");
-            assert!(err.contains("e.g. \"0 3 * * *\"") || err.contains("like \"0 3 * * *\""), "{err}");
+            assert!(
+                err.contains("e.g. \"0 3 * * *\"") || err.contains("like \"0 3 * * *\""),
+                "{err}"
+            );
         }
     }
 
@@ -689,40 +757,28 @@ mod tests {
                 tz: New_York,
                 line: "30 2 * * *",
                 start: (3, 9, 12, 0),
-                want: &[
-                    "2024-03-10T03:00:00-04:00",
-                    "2024-03-11T02:30:00-04:00",
-                ],
+                want: &["2024-03-10T03:00:00-04:00", "2024-03-11T02:30:00-04:00"],
             },
             // ... and falls back 2024-11-03 02:00 → 01:00.
             Case {
                 tz: New_York,
                 line: "30 1 * * *",
                 start: (11, 2, 12, 0),
-                want: &[
-                    "2024-11-03T01:30:00-04:00",
-                    "2024-11-04T01:30:00-05:00",
-                ],
+                want: &["2024-11-03T01:30:00-04:00", "2024-11-04T01:30:00-05:00"],
             },
             // Berlin springs forward 2024-03-31 02:00 → 03:00.
             Case {
                 tz: Berlin,
                 line: "15 2 * * *",
                 start: (3, 30, 12, 0),
-                want: &[
-                    "2024-03-31T03:00:00+02:00",
-                    "2024-04-01T02:15:00+02:00",
-                ],
+                want: &["2024-03-31T03:00:00+02:00", "2024-04-01T02:15:00+02:00"],
             },
             // ... and falls back 2024-10-27 03:00 → 02:00.
             Case {
                 tz: Berlin,
                 line: "15 2 * * *",
                 start: (10, 26, 12, 0),
-                want: &[
-                    "2024-10-27T02:15:00+02:00",
-                    "2024-10-28T02:15:00+01:00",
-                ],
+                want: &["2024-10-27T02:15:00+02:00", "2024-10-28T02:15:00+01:00"],
             },
             // Hourly: each real hour once; the repeated hour is two real hours.
             Case {
@@ -809,9 +865,15 @@ mod tests {
             .iter()
             .map(|t| t.to_rfc3339())
             .collect();
-        assert_eq!(got, ["2024-03-10T01:00:00-04:00", "2024-03-11T00:00:00-04:00"]);
+        assert_eq!(
+            got,
+            ["2024-03-10T01:00:00-04:00", "2024-03-11T00:00:00-04:00"]
+        );
         // Sanity: that midnight really does not exist.
-        let naive = NaiveDate::from_ymd_opt(2024, 3, 10).unwrap().and_hms_opt(0, 0, 0).unwrap();
+        let naive = NaiveDate::from_ymd_opt(2024, 3, 10)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
         assert!(tz.from_local_datetime(&naive).single().is_none());
     }
 }
