@@ -25,12 +25,13 @@ use crate::processor::Pipeline;
 /// reader is busy (the kernel caps it at net.core.rmem_max).
 const UDP_RCVBUF: usize = 8 << 20;
 
-/// Every bound socket, ready to serve.
+/// Every bound socket, ready to serve. Held as std sockets so binding can
+/// happen before the async runtime exists (and before privileges drop).
 #[derive(Debug, Default)]
 pub struct Listeners {
-    pub tcp: Vec<TcpListener>,
-    pub udp: Vec<UdpSocket>,
-    pub tls: Vec<TcpListener>,
+    pub tcp: Vec<std::net::TcpListener>,
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tls: Vec<std::net::TcpListener>,
 }
 
 /// Binds plain TCP+UDP on every `plain` address (the same port for both,
@@ -54,7 +55,7 @@ pub fn bind(plain: &[SocketAddr], tls: &[SocketAddr]) -> io::Result<Listeners> {
     Ok(l)
 }
 
-fn bind_pair(addr: SocketAddr) -> io::Result<(TcpListener, UdpSocket)> {
+fn bind_pair(addr: SocketAddr) -> io::Result<(std::net::TcpListener, std::net::UdpSocket)> {
     if addr.port() != 0 {
         return Ok((bind_tcp(addr)?, bind_udp(addr)?));
     }
@@ -82,33 +83,37 @@ fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket>
     Ok(s)
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
     s.set_reuse_address(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
-    TcpListener::from_std(s.into())
+    Ok(s.into())
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
     // Best effort: a smaller buffer only means more drops under overload.
     let _ = s.set_recv_buffer_size(UDP_RCVBUF);
     s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
-/// Spawns every listener's loop on `tracker`. The loops stop accepting when
-/// `token` is cancelled; connections then drain what their peers already
-/// sent and finish.
+/// Spawns every listener's loop on `tracker` (call inside the runtime). The
+/// loops stop accepting when `token` is cancelled; connections then drain
+/// what their peers already sent and finish.
+///
+/// # Errors
+/// A socket cannot be registered with the runtime.
 pub fn run(
     listeners: Listeners,
     pipeline: Arc<Pipeline>,
     tls: Option<tcp::TlsSetup>,
     token: CancellationToken,
     tracker: &TaskTracker,
-) {
+) -> io::Result<()> {
     for l in listeners.tcp {
+        let l = TcpListener::from_std(l)?;
         log_listening("tcp", &l.local_addr());
         tracker.spawn(tcp::accept_loop(
             l,
@@ -119,11 +124,13 @@ pub fn run(
         ));
     }
     for u in listeners.udp {
+        let u = UdpSocket::from_std(u)?;
         log_listening("udp", &u.local_addr());
         tracker.spawn(udp::recv_loop(u, pipeline.clone(), token.clone()));
     }
     if let Some(tls) = tls {
         for l in listeners.tls {
+            let l = TcpListener::from_std(l)?;
             log_listening("tls", &l.local_addr());
             tracker.spawn(tcp::accept_loop(
                 l,
@@ -134,6 +141,7 @@ pub fn run(
             ));
         }
     }
+    Ok(())
 }
 
 fn log_listening(transport: &str, addr: &io::Result<SocketAddr>) {
