@@ -57,7 +57,7 @@ pub enum TlsError {
     },
     /// A certificate lacks what rustls/webpki or modern clients require, as
     /// certificates made by the 2013 daemon's scripts do.
-    #[error("{}: {role} certificate ({subject}) {problem}; certificates made by the old loghogd scripts lack what TLS libraries now require: regenerate with `{tool}`", path.display())]
+    #[error("{}: {role} certificate ({subject}) {problem}; regenerate it with `{tool}` (typical of certificates made by the old loghogd scripts)", path.display())]
     Outdated {
         path: PathBuf,
         role: &'static str,
@@ -188,13 +188,20 @@ pub fn peer_subject(conn: &ServerConnection) -> Option<String> {
 /// inside) and plain socket errors; a timeout should be passed as an error of
 /// kind `TimedOut`.
 pub fn describe_handshake_error(err: &io::Error) -> String {
-    if let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+    if let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
         return describe_rustls_error(tls);
     }
     match err.kind() {
         io::ErrorKind::TimedOut => "handshake timed out".to_owned(),
-        io::ErrorKind::UnexpectedEof => "client closed the connection during the handshake".to_owned(),
-        io::ErrorKind::ConnectionReset => "client reset the connection during the handshake".to_owned(),
+        io::ErrorKind::UnexpectedEof => {
+            "client closed the connection during the handshake".to_owned()
+        }
+        io::ErrorKind::ConnectionReset => {
+            "client reset the connection during the handshake".to_owned()
+        }
         _ => format!("handshake failed: {err}"),
     }
 }
@@ -309,13 +316,9 @@ fn load_identity(path: &Path, role: Role) -> Result<CertifiedKey, TlsError> {
     for (kind, der) in sections {
         match kind {
             SectionKind::Certificate => chain.push(CertificateDer::from(der)),
-            SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
-                // The first key wins; a second one is most likely a stray
-                // copy, and the key/certificate match below catches the rest.
-                if key.is_none() {
-                    key = PrivateKeyDer::from_pem(kind, der);
-                }
-            }
+            // The first key wins; a second one is most likely a stray copy,
+            // and the key/certificate match below catches the rest.
+            _ if key.is_none() => key = PrivateKeyDer::from_pem(kind, der),
             _ => {}
         }
     }
@@ -364,8 +367,9 @@ fn put_leaf_first(
         // ring always knows the public key; without it, let rustls decide.
         return Ok(());
     };
-    let matches =
-        |cert: &CertificateDer<'_>| Cert::parse(cert.as_ref()).is_some_and(|c| c.spki == spki.as_ref());
+    let matches = |cert: &CertificateDer<'_>| {
+        Cert::parse(cert.as_ref()).is_some_and(|c| c.spki == spki.as_ref())
+    };
     if matches(&chain[0]) {
         return Ok(());
     }
@@ -409,10 +413,15 @@ fn check_leaf(path: &Path, role: Role, cert: &CertificateDer<'_>) -> Result<(), 
         )));
     }
     if info.is_ca == Some(true) {
-        return Err(outdated("is a CA certificate (basicConstraints CA:TRUE), not a server or client certificate".to_owned()));
+        return Err(outdated(
+            "is a CA certificate (basicConstraints CA:TRUE), not a server or client certificate"
+                .to_owned(),
+        ));
     }
     if let Some(bits) = info.rsa_bits.filter(|&b| b < 2048) {
-        return Err(outdated(format!("has a {bits}-bit RSA key; at least 2048 bits are required")));
+        return Err(outdated(format!(
+            "has a {bits}-bit RSA key; at least 2048 bits are required"
+        )));
     }
     if role == Role::Server && !info.has_san {
         return Err(outdated(
@@ -453,10 +462,14 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
             return Err(outdated("is X.509 v1 (no basicConstraints extension)"));
         }
         if info.is_ca != Some(true) {
-            return Err(outdated("is not a CA certificate (no basicConstraints CA:TRUE)"));
+            return Err(outdated(
+                "is not a CA certificate (no basicConstraints CA:TRUE)",
+            ));
         }
         if info.rsa_bits.is_some_and(|b| b < 2048) {
-            return Err(outdated("has an RSA key under 2048 bits, which rustls cannot verify"));
+            return Err(outdated(
+                "has an RSA key under 2048 bits, which rustls cannot verify",
+            ));
         }
         roots.add(cert).map_err(|err| TlsError::BadCaCertificate {
             path: path.to_path_buf(),
@@ -672,7 +685,9 @@ impl<'a> Der<'a> {
             if n == 0 || n > 4 || after_len.len() < n {
                 return None;
             }
-            let len = after_len[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            let len = after_len[..n]
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
             (len, &after_len[n..])
         };
         if body.len() < len {
@@ -690,7 +705,8 @@ impl<'a> Der<'a> {
 
     /// The content of the next TLV, which must have tag `tag`.
     fn take(&mut self, tag: u8) -> Option<&'a [u8]> {
-        self.take_tlv(tag).and_then(|tlv| Der::new(tlv).item().map(|(_, c)| c))
+        self.take_tlv(tag)
+            .and_then(|tlv| Der::new(tlv).item().map(|(_, c)| c))
     }
 
     /// The whole next TLV (header included), which must have tag `tag`.
@@ -728,7 +744,9 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn cert(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/certs").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/certs")
+            .join(name)
     }
 
     fn ca() -> PathBuf {
@@ -782,7 +800,11 @@ mod tests {
             "server-rsa-pkcs8.pem", // RSA 2048, PKCS#8
         ] {
             let config = load_server_config(&cert(pem), &ca());
-            assert!(config.is_ok(), "{pem}: {}", config.err().map(|e| e.to_string()).unwrap_or_default());
+            assert!(
+                config.is_ok(),
+                "{pem}: {}",
+                config.err().map(|e| e.to_string()).unwrap_or_default()
+            );
         }
     }
 
@@ -865,7 +887,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocks = pem_blocks("loghog-server.pem");
         let ca_cert = std::fs::read_to_string(ca()).unwrap();
-        let pem = write_temp(&dir, "ca-first.pem", &format!("{}{ca_cert}{}", blocks[0], blocks[1]));
+        let pem = write_temp(
+            &dir,
+            "ca-first.pem",
+            &format!("{}{ca_cert}{}", blocks[0], blocks[1]),
+        );
         load_server_config(&pem, &ca()).unwrap();
     }
 
@@ -874,27 +900,41 @@ mod tests {
         let err = server_err(&cert("v1-server.pem"), &ca());
         let text = err.to_string();
         assert!(matches!(err, TlsError::Outdated { .. }), "{text}");
-        assert!(text.contains("X.509 v1") && text.contains("loghog-server-cert"), "{text}");
+        assert!(
+            text.contains("X.509 v1") && text.contains("loghog-server-cert"),
+            "{text}"
+        );
 
         let err = server_err(&cert("server-nosan.pem"), &ca());
         let text = err.to_string();
-        assert!(text.contains("subjectAltName") && text.contains("loghog-server-cert"), "{text}");
+        assert!(
+            text.contains("subjectAltName") && text.contains("loghog-server-cert"),
+            "{text}"
+        );
 
         let err = server_err(&cert("loghog-server.pem"), &cert("v1-ca.cert"));
         let text = err.to_string();
-        assert!(text.contains("v1-ca.cert") && text.contains("X.509 v1"), "{text}");
+        assert!(
+            text.contains("v1-ca.cert") && text.contains("X.509 v1"),
+            "{text}"
+        );
         assert!(text.contains("loghog-server-cert"), "{text}");
 
         // A leaf certificate given as the CA: no basicConstraints CA:TRUE.
         let err = server_err(&cert("loghog-server.pem"), &cert("client.pem"));
         let text = err.to_string();
-        assert!(text.contains("CA:TRUE") && text.contains("regenerate"), "{text}");
+        assert!(
+            text.contains("CA:TRUE") && text.contains("regenerate"),
+            "{text}"
+        );
     }
 
     #[test]
     fn client_config_loads() {
         load_client_config(&cert("client.pem"), &ca()).unwrap();
-        let err = load_client_config(&cert("v1-server.pem"), &ca()).err().unwrap();
+        let err = load_client_config(&cert("v1-server.pem"), &ca())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("loghog-client-cert"), "{err}");
     }
 
@@ -902,13 +942,20 @@ mod tests {
     fn der_walker_reads_the_fixtures() {
         let der = |name: &str| {
             let path = cert(name);
-            CertificateDer::pem_file_iter(&path).unwrap().next().unwrap().unwrap()
+            CertificateDer::pem_file_iter(&path)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
         };
         let ca = Cert::parse(der("loghog-ca.cert").as_ref()).unwrap();
         assert_eq!((ca.version, ca.is_ca, ca.has_san), (3, Some(true), false));
         assert_eq!(ca.subject_cn.as_deref(), Some("loghog CA"));
         let server = Cert::parse(der("loghog-server.pem").as_ref()).unwrap();
-        assert_eq!((server.version, server.is_ca, server.has_san), (3, Some(false), true));
+        assert_eq!(
+            (server.version, server.is_ca, server.has_san),
+            (3, Some(false), true)
+        );
         assert_eq!(server.rsa_bits, None);
         let rsa = Cert::parse(der("server-rsa-pkcs1.pem").as_ref()).unwrap();
         assert_eq!(rsa.rsa_bits, Some(2048));
@@ -919,6 +966,15 @@ mod tests {
         assert!(Cert::parse(&[]).is_none());
         assert!(fingerprint(b"x").starts_with("sha256:") && fingerprint(b"x").len() == 23);
         assert_eq!(sanitize("a\nb"), "a?b");
+    }
+
+    /// Regenerates `tests/certs/` with the shipped scripts (needs openssl).
+    #[test]
+    #[ignore = "rewrites the checked-in fixtures; run on demand"]
+    fn regenerate_fixtures() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-certs");
+        let status = std::process::Command::new(script).status().unwrap();
+        assert!(status.success());
     }
 
     // === handshakes ===
@@ -937,29 +993,44 @@ mod tests {
 
     /// Accepts one connection, handshakes and reads to EOF, as the daemon will:
     /// never writing, and dropping the stream without a close_notify.
-    fn serve_one(listener: TcpListener, config: Arc<ServerConfig>) -> tokio::task::JoinHandle<io::Result<Served>> {
+    fn serve_one(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+    ) -> tokio::task::JoinHandle<io::Result<Served>> {
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await?;
             let handshake = TlsAcceptor::from(config).accept(tcp);
             let mut tls = tokio::time::timeout(TIMEOUT, handshake)
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls handshake timed out"))??;
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "tls handshake timed out")
+                })??;
             let subject = peer_subject(tls.get_ref().1);
             let mut received = Vec::new();
             tls.read_to_end(&mut received).await?;
-            assert!(!tls.get_ref().1.wants_write(), "server has TLS data queued to send");
+            assert!(
+                !tls.get_ref().1.wants_write(),
+                "server has TLS data queued to send"
+            );
             Ok(Served { subject, received })
         })
     }
 
-    async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    async fn connect(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(addr).await?;
         let name = ServerName::try_from("localhost").unwrap();
         TlsConnector::from(config).connect(name, tcp).await
     }
 
     /// Runs a client that sends `payload` and closes; returns the server's view.
-    async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>, payload: &[u8]) -> io::Result<Served> {
+    async fn exchange(
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+        payload: &[u8],
+    ) -> io::Result<Served> {
         let (listener, addr) = listen().await;
         let served = serve_one(listener, server);
         // The client may or may not notice a refusal (in TLS 1.3 the server
@@ -969,12 +1040,21 @@ mod tests {
             let _ = tls.write_all(payload).await;
             let _ = tls.shutdown().await;
         }
-        tokio::time::timeout(TIMEOUT, served).await.unwrap().unwrap()
+        tokio::time::timeout(TIMEOUT, served)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     #[tokio::test]
     async fn ca_signed_client_is_accepted() {
-        let served = exchange(server_config(), client_config("client.pem"), b"hello loghog").await.unwrap();
+        let served = exchange(
+            server_config(),
+            client_config("client.pem"),
+            b"hello loghog",
+        )
+        .await
+        .unwrap();
         assert_eq!(served.received, b"hello loghog");
         assert_eq!(served.subject.as_deref(), Some("client"));
     }
@@ -982,14 +1062,19 @@ mod tests {
     #[tokio::test]
     async fn rsa_server_and_tls12_work() {
         let server = load_server_config(&cert("server-rsa-pkcs1.pem"), &ca()).unwrap();
-        let mut client = (*client_config("client.pem")).clone();
-        let tls12 = ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
-            .with_protocol_versions(&[&TLS12])
-            .unwrap()
-            .with_root_certificates(load_roots(&ca()).unwrap())
-            .with_client_cert_resolver(client.client_auth_cert_resolver.clone());
-        client = tls12;
-        let served = exchange(server, Arc::new(client), b"over tls 1.2").await.unwrap();
+        let client =
+            ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
+                .with_protocol_versions(&[&TLS12])
+                .unwrap()
+                .with_root_certificates(load_roots(&ca()).unwrap())
+                .with_client_cert_resolver(
+                    client_config("client.pem")
+                        .client_auth_cert_resolver
+                        .clone(),
+                );
+        let served = exchange(server, Arc::new(client), b"over tls 1.2")
+            .await
+            .unwrap();
         assert_eq!(served.received, b"over tls 1.2");
     }
 
@@ -1002,11 +1087,12 @@ mod tests {
 
     #[tokio::test]
     async fn client_without_certificate_is_refused() {
-        let client = ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
-            .with_protocol_versions(&[&TLS13, &TLS12])
-            .unwrap()
-            .with_root_certificates(load_roots(&ca()).unwrap())
-            .with_no_client_auth();
+        let client =
+            ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
+                .with_protocol_versions(&[&TLS13, &TLS12])
+                .unwrap()
+                .with_root_certificates(load_roots(&ca()).unwrap())
+                .with_no_client_auth();
         let reason = refused(Arc::new(client)).await;
         assert!(reason.contains("no certificate"), "{reason}");
     }
@@ -1024,13 +1110,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn old_style_client_is_told_to_regenerate() {
+        // load_client_config (and rustls' own key check) refuse v1
+        // certificates, so build this identity by hand.
+        let path = cert("v1-client.pem");
+        let chain = CertificateDer::pem_file_iter(&path)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&path).unwrap();
+        let key = ring_provider::sign::any_supported_type(&key).unwrap();
+        let identity = rustls::sign::SingleCertAndKey::from(CertifiedKey::new(chain, key));
+        let client =
+            ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
+                .with_protocol_versions(&[&TLS13])
+                .unwrap()
+                .with_root_certificates(load_roots(&ca()).unwrap())
+                .with_client_cert_resolver(Arc::new(identity));
+        let reason = refused(Arc::new(client)).await;
+        assert!(
+            reason.contains("X.509 v1") && reason.contains("loghog-client-cert"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
     async fn plain_tcp_on_the_tls_port_is_described() {
         let (listener, addr) = listen().await;
         let served = serve_one(listener, server_config());
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         // A plain LogHog frame header: length 5, flags 0.
         tcp.write_all(b"\0\0\0\x05\0\0\0\0hello").await.unwrap();
-        let err = tokio::time::timeout(TIMEOUT, served).await.unwrap().unwrap().err().unwrap();
+        let err = tokio::time::timeout(TIMEOUT, served)
+            .await
+            .unwrap()
+            .unwrap()
+            .err()
+            .unwrap();
         let reason = describe_handshake_error(&err);
         assert!(reason.contains("not a TLS client"), "{reason}");
         let timeout = io::Error::new(io::ErrorKind::TimedOut, "tls handshake timed out");
@@ -1041,7 +1157,10 @@ mod tests {
     /// must not send a single byte (TLS 1.3 session tickets included), because
     /// LogHog clients never read and unread data turns their close into a RST.
     /// Counts the raw bytes the client socket receives after the handshake.
-    async fn bytes_after_handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Vec<u8> {
+    async fn bytes_after_handshake(
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+    ) -> Vec<u8> {
         let (listener, addr) = listen().await;
         let served = serve_one(listener, server);
         let mut tls = connect(addr, client).await.unwrap();
@@ -1050,25 +1169,41 @@ mod tests {
         tls.shutdown().await.unwrap();
         let (mut tcp, conn) = tls.into_inner();
         assert!(!conn.is_handshaking());
-        let served = tokio::time::timeout(TIMEOUT, served).await.unwrap().unwrap().unwrap();
+        let served = tokio::time::timeout(TIMEOUT, served)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(served.received, b"one message");
         // The server task has finished and dropped its socket, so this read
         // ends at its FIN, after anything it ever sent.
         let mut raw = Vec::new();
-        tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
+        tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw))
+            .await
+            .unwrap()
+            .unwrap();
         raw
     }
 
     #[tokio::test]
     async fn server_sends_nothing_after_the_handshake() {
         for versions in [&[&TLS13][..], &[&TLS12][..]] {
-            let client = ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_root_certificates(load_roots(&ca()).unwrap())
-                .with_client_cert_resolver(client_config("client.pem").client_auth_cert_resolver.clone());
+            let client =
+                ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
+                    .with_protocol_versions(versions)
+                    .unwrap()
+                    .with_root_certificates(load_roots(&ca()).unwrap())
+                    .with_client_cert_resolver(
+                        client_config("client.pem")
+                            .client_auth_cert_resolver
+                            .clone(),
+                    );
             let raw = bytes_after_handshake(server_config(), Arc::new(client)).await;
-            assert!(raw.is_empty(), "{versions:?}: server sent {} bytes after the handshake", raw.len());
+            assert!(
+                raw.is_empty(),
+                "{versions:?}: server sent {} bytes after the handshake",
+                raw.len()
+            );
         }
     }
 

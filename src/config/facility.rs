@@ -29,7 +29,9 @@ pub struct FacilityDb {
 
 impl std::fmt::Debug for Facility {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Facility").field("app_id", &self.app_id).finish_non_exhaustive()
+        f.debug_struct("Facility")
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
     }
 }
 
