@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 /// A backup compression format (`[compressor] format`).
@@ -252,6 +252,7 @@ fn remove_quietly(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn roundtrip(codec: Codec, level: u32, content: &[u8]) {
         let dir = tempfile::tempdir().unwrap();
