@@ -256,6 +256,26 @@ impl StateDb {
     }
 }
 
+/// A best guess at when an existing live file was started, for a file the
+/// state does not know (first start after an upgrade from the Python daemon,
+/// or a lost state file): its creation time where the file system records
+/// one, else its last modification. `None` when the file does not exist.
+///
+/// # Errors
+/// The file exists but cannot be stat'ed, or the platform reports neither time.
+pub fn started_on_disk(live: &Path) -> io::Result<Option<DateTime<Local>>> {
+    let meta = match fs::symlink_metadata(live) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ctx(e, "stat", live)),
+    };
+    let time = meta
+        .created()
+        .or_else(|_| meta.modified())
+        .map_err(|e| ctx(e, "file times of", live))?;
+    Ok(Some(DateTime::<Local>::from(time).trunc_subsecs(6)))
+}
+
 fn format_time(t: DateTime<Local>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, false)
 }
@@ -377,6 +397,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::new(dir.path().join("no/such/state.json"));
         db.save().unwrap_err();
+    }
+
+    #[test]
+    fn started_on_disk_reads_file_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("root.log");
+        assert_eq!(started_on_disk(&live).unwrap(), None);
+        let before = Local::now() - chrono::TimeDelta::seconds(5);
+        fs::write(&live, b"x").unwrap();
+        let t = started_on_disk(&live).unwrap().unwrap();
+        assert!(t >= before && t <= Local::now() + chrono::TimeDelta::seconds(5));
     }
 
     #[test]
