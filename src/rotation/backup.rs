@@ -12,6 +12,10 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta, Timelike};
 
 use crate::compress::{self, append_ext, ctx, parent_dir, Codec};
 
+/// How far [`free_backup_path`] moves a stamp forward, in microseconds,
+/// before giving up.
+pub const MAX_BUMPS: u32 = 1000;
+
 /// Length of a stamp: `YYYY-MM-DD-HH-MM-SS-ffffff`.
 const STAMP_LEN: usize = 26;
 
@@ -124,14 +128,16 @@ pub fn backup_path(live: &Path, started: NaiveDateTime) -> PathBuf {
 /// or partial form) is taken, the stamp is moved forward one microsecond at a
 /// time until it is free, so that two rotations within one microsecond (a
 /// clock step backwards, a tiny `max_size`) never overwrite a backup.
-/// Returns the path and the stamp actually used. Pure apart from `exists`.
+/// Returns the path and the stamp actually used, or `None` if
+/// [`MAX_BUMPS`] successive microseconds are all taken (something other than
+/// rotation is creating these names). Pure apart from `exists`.
 pub fn free_backup_path(
     live: &Path,
     started: NaiveDateTime,
     mut exists: impl FnMut(&Path) -> bool,
-) -> (PathBuf, NaiveDateTime) {
+) -> Option<(PathBuf, NaiveDateTime)> {
     let mut stamp = started;
-    loop {
+    for _ in 0..=MAX_BUMPS {
         let path = backup_path(live, stamp);
         let taken = exists(&path)
             || Codec::ALL.into_iter().any(|c| {
@@ -139,10 +145,11 @@ pub fn free_backup_path(
                     || exists(&compress::partial_path(&path, c))
             });
         if !taken {
-            return (path, stamp);
+            return Some((path, stamp));
         }
         stamp += TimeDelta::microseconds(1);
     }
+    None
 }
 
 /// Every backup of `live` in its directory, oldest first (ties by path).
@@ -238,7 +245,8 @@ pub fn prune(live: &Path, keep: usize) -> io::Result<Vec<PathBuf>> {
 /// two steps.
 ///
 /// # Errors
-/// `live` is not a regular file (`InvalidInput`), or the rename or directory
+/// `live` is not a regular file (`InvalidInput`), no free name was found
+/// (`AlreadyExists`, see [`free_backup_path`]), or the rename or directory
 /// sync failed. After a failed sync the rename may or may not survive a crash;
 /// either way no data is lost.
 pub fn rename_live(live: &Path, started: NaiveDateTime) -> io::Result<Option<PathBuf>> {
@@ -256,7 +264,17 @@ pub fn rename_live(live: &Path, started: NaiveDateTime) -> io::Result<Option<Pat
     if meta.len() == 0 {
         return Ok(None);
     }
-    let (backup, _) = free_backup_path(live, started, |p| fs::symlink_metadata(p).is_ok());
+    let (backup, _) = free_backup_path(live, started, |p| fs::symlink_metadata(p).is_ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "rotate {}: no free backup name near {}",
+                    live.display(),
+                    format_stamp(started)
+                ),
+            )
+        })?;
     fs::rename(live, &backup).map_err(|e| ctx(e, "rename to backup", live))?;
     compress::sync_dir(parent_dir(live)).map_err(|e| ctx(e, "fsync directory of", live))?;
     Ok(Some(backup))
@@ -364,11 +382,12 @@ mod tests {
             backup_path(live, started),
             compress::compressed_path(&backup_path(live, t("2026-11-21 07:25:30")), Codec::Gzip),
         ];
-        let (p, stamp) = free_backup_path(live, started, |p| taken.iter().any(|q| q == p));
+        let (p, stamp) = free_backup_path(live, started, |p| taken.iter().any(|q| q == p)).unwrap();
         assert_eq!(stamp, t("2026-11-21 07:25:30.000001"));
         assert_eq!(p, Path::new("d/root.log.2026-11-21-07-25-30-000001"));
-        let (p, stamp) = free_backup_path(live, started, |_| false);
-        assert_eq!((p, stamp), (backup_path(live, started), started));
+        let found = free_backup_path(live, started, |_| false);
+        assert_eq!(found, Some((backup_path(live, started), started)));
+        assert_eq!(free_backup_path(live, started, |_| true), None);
     }
 
     #[test]
