@@ -156,7 +156,8 @@ async fn serve(
         tls.clone(),
         token.clone(),
         &readers,
-    );
+    )
+    .context("cannot start the listeners")?;
     info!(facilities = fac_tx.borrow().iter().count(), "loghogd ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
