@@ -102,15 +102,10 @@ impl LogFile {
 
     async fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::Write(Batch {
-                facility,
-                data,
-                count,
-            }) => {
-                self.facility = facility;
-                self.pending_bytes += data.len();
-                self.pending_count += count;
-                self.pending.push(data);
+            Command::Write(batch) => {
+                self.facility = batch.facility.clone();
+                let tail = self.split_at_max_size(batch).await;
+                self.push(tail);
             }
             Command::Reopen => {
                 self.write_out().await;
@@ -123,6 +118,46 @@ impl LogFile {
                     let _ = done.send(());
                 }
             }
+        }
+    }
+
+    fn push(&mut self, b: Batch) {
+        self.pending_bytes += b.data.len();
+        self.pending_count += b.count;
+        self.pending.push(b.data);
+    }
+
+    /// With `max_size`, writes out the messages up to and including the one
+    /// that reaches the limit (which rotates the file) and returns the rest,
+    /// repeatedly, so no file grows more than one message past `max_size`
+    /// however large a batch is. Gzip-on-write files are measured after
+    /// compression, so they rotate after the write that crosses instead.
+    async fn split_at_max_size(&mut self, mut b: Batch) -> Batch {
+        let Some(max) = self.facility.max_size else {
+            return b;
+        };
+        if self.ctx.compressor.compress_on_write || b.ends.len() != b.count as usize {
+            return b;
+        }
+        loop {
+            let used = self.size + self.pending_bytes as u64;
+            let need = max.saturating_sub(used);
+            let idx = b.ends.partition_point(|&e| (e as u64) < need);
+            if idx + 1 >= b.ends.len() {
+                return b; // crossing at the last message, or not at all
+            }
+            let cut = b.ends[idx];
+            let tail = Batch {
+                facility: b.facility.clone(),
+                data: b.data.split_off(cut as usize),
+                count: b.count - (idx as u32 + 1),
+                ends: b.ends[idx + 1..].iter().map(|e| e - cut).collect(),
+            };
+            b.count = idx as u32 + 1;
+            b.ends.truncate(idx + 1);
+            self.push(b);
+            self.write_out().await;
+            b = tail;
         }
     }
 

@@ -35,6 +35,10 @@ pub struct Batch {
     pub data: Vec<u8>,
     /// How many messages `data` holds.
     pub count: u32,
+    /// End offset of each message in `data`, kept only for facilities with
+    /// `max_size` (empty otherwise), so a size rotation can cut between the
+    /// message that crosses the limit and the next one.
+    pub ends: Vec<u32>,
 }
 
 /// What a writer task can be asked to do.
