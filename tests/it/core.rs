@@ -213,6 +213,7 @@ fn unknown_app_is_dropped() {
     );
     assert_eq!(d.stat("received"), 3);
     assert_eq!(d.stat("written"), 1);
+    assert_eq!(d.stat("unknown_app"), 2);
 }
 
 #[test]
@@ -416,7 +417,9 @@ fn signing_good_written_missing_and_wrong_not() {
         bodies(&wait_for_lines(&setup.log("app/root.log"), 0, DEADLINE)),
         ["good one", "good two"]
     );
+    assert_eq!(d.stat("received"), 8);
     assert_eq!(d.stat("written"), 3);
+    assert_eq!(d.stat("bad_signature"), 5);
 }
 
 #[test]
@@ -474,7 +477,7 @@ fn spec_test_vector_end_to_end() {
 /// `max_msg_size = 4096` so the bomb is cheap.
 fn hostile_then_good(hostile: Vec<u8>) {
     let setup = Setup::new().server_extra("max_msg_size = 4096");
-    let d = Daemon::start(&setup);
+    let mut d = Daemon::start(&setup);
     let mut s = connect(d.tcp_addr());
     s.write_all(&simple("app", "good before")).unwrap();
     s.write_all(&hostile).unwrap();
@@ -493,6 +496,13 @@ fn hostile_then_good(hostile: Vec<u8>) {
         bodies(&lines),
         ["good before", "good after", "still open", "udp after"]
     );
+    d.stop();
+    assert_eq!(
+        d.stat("bad_frames"),
+        2,
+        "one bad frame over TCP, one over UDP"
+    );
+    assert_eq!(d.stat("written"), 4);
 }
 
 fn json_frame(json: &str) -> Vec<u8> {
@@ -677,6 +687,7 @@ fn over_cap_length_closes_only_that_connection() {
     let mut b = bodies(&lines);
     b.sort();
     assert_eq!(b, ["bad conn 1", "other 1", "other 2"]);
+    assert_eq!(d.stat("oversize_closed"), 2);
 }
 
 #[test]
