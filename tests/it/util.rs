@@ -688,16 +688,35 @@ pub fn read(path: &Path) -> String {
 
 /// Waits (bounded) until `path` holds at least `n` complete lines and
 /// returns all complete lines (so a caller can assert an exact count).
+///
+/// Reads only what was appended since the last poll, so waiting for a
+/// 100k-line file does not re-read megabytes every few milliseconds.
 pub fn wait_for_lines(path: &Path, n: usize, deadline: Duration) -> Vec<String> {
     let start = Instant::now();
+    let mut data: Vec<u8> = Vec::new();
+    let mut complete = 0usize;
     loop {
-        let text = read(path);
-        let complete = text.matches('\n').count();
+        if let Ok(mut f) = std::fs::File::open(path) {
+            use std::io::{Seek, SeekFrom};
+            if f.seek(SeekFrom::Start(data.len() as u64)).is_ok() {
+                let before = data.len();
+                let _ = f.read_to_end(&mut data);
+                complete += data[before..].iter().filter(|&&b| b == b'\n').count();
+            }
+        }
         if complete >= n {
-            let end = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
-            return text[..end].lines().map(str::to_string).collect();
+            let end = data
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            return String::from_utf8_lossy(&data[..end])
+                .lines()
+                .map(str::to_string)
+                .collect();
         }
         if start.elapsed() > deadline {
+            let text = String::from_utf8_lossy(&data);
             panic!(
                 "{} has {complete} lines, wanted {n} within {deadline:?}; content:\n{}",
                 path.display(),
