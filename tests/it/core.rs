@@ -1012,3 +1012,124 @@ fn inline_semicolon_in_secret_is_kept() {
     let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
     assert_eq!(bodies(&lines), ["signed with my;secret"]);
 }
+
+// === listeners, flags, own log ===
+
+#[test]
+fn listens_on_every_configured_address() {
+    // Two IPv4 addresses with their own (ephemeral) ports and IPv6 in brackets.
+    let setup = Setup::new().listen("127.0.0.1:0, 127.0.0.3:0", "[::1]:0");
+    let d = Daemon::start(&setup);
+    let mut tcp: Vec<String> = d.tcp_addrs().iter().map(|a| a.ip().to_string()).collect();
+    let mut udp: Vec<String> = d.udp_addrs().iter().map(|a| a.ip().to_string()).collect();
+    tcp.sort();
+    udp.sort();
+    assert_eq!(
+        tcp,
+        ["127.0.0.1", "127.0.0.3", "::1"],
+        "{}",
+        d.stderr_text()
+    );
+    assert_eq!(udp, tcp);
+    for (i, addr) in d.tcp_addrs().iter().enumerate() {
+        send_tcp(*addr, &simple("app", &format!("tcp via {}", addr.ip())));
+        let udp = d.udp_addrs().iter().find(|u| u.ip() == addr.ip()).unwrap();
+        assert_eq!(
+            udp.port(),
+            addr.port(),
+            "TCP and UDP on one address share the port"
+        );
+        let lines = wait_for_lines(&setup.log("app/root.log"), i + 1, DEADLINE);
+        let (_, host, body) = parse_line(&lines[i]);
+        assert_eq!(body, format!("tcp via {}", addr.ip()));
+        assert_eq!(host, addr.ip().to_string(), "hostname is the peer address");
+    }
+    let v6 = d.udp_addrs().iter().find(|u| u.is_ipv6()).unwrap();
+    let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    s.send_to(&simple("app", "udp via v6"), v6).unwrap();
+    let lines = wait_for_lines(&setup.log("app/root.log"), 4, DEADLINE);
+    assert_eq!(parse_line(&lines[3]).2, "udp via v6");
+}
+
+#[test]
+fn empty_listen_ipv4_means_none() {
+    let setup = Setup::new().listen("", "[::1]:0");
+    let d = Daemon::start(&setup);
+    assert!(
+        d.tcp_addrs().iter().all(|a| a.is_ipv6()),
+        "empty listen_ipv4 must listen on no IPv4 address: {:?}",
+        d.tcp_addrs()
+    );
+}
+
+#[test]
+fn command_line_overrides_config() {
+    let setup = Setup::new();
+    let other = setup.root().join("cli");
+    std::fs::create_dir_all(&other).unwrap();
+    let fac = other.join("cli-facilities.conf");
+    std::fs::write(&fac, "[cliapp]\nrotate = daily\nbackup_count = 1\n").unwrap();
+    let logdir = other.join("cli-log");
+    let pid = other.join("cli.pid");
+    let mut d = Daemon::start_with(
+        &setup,
+        &[
+            "-F",
+            fac.to_str().unwrap(),
+            "-L",
+            logdir.to_str().unwrap(),
+            "-p",
+            pid.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(read(&pid).trim(), d.pid().to_string(), "-p pid file");
+    assert!(
+        !setup.pidfile().exists(),
+        "config pid file must not be used"
+    );
+    let mut bytes = simple("app", "app is not in -F file");
+    bytes.extend(simple("cliapp", "via cli facilities"));
+    send_tcp(d.tcp_addr(), &bytes);
+    let lines = wait_for_lines(&logdir.join("cliapp/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), ["via cli facilities"]);
+    d.stop();
+    assert!(!pid.exists(), "-p pid file removed at exit");
+    assert_eq!(
+        log_files(&setup),
+        Vec::<String>::new(),
+        "config logdir unused"
+    );
+}
+
+#[test]
+fn own_log_goes_to_log_filename() {
+    let setup = Setup::new().conf_extra("[log]\nfilename = daemon.log\nlevel = INFO\n");
+    let mut d = Daemon::start(&setup);
+    d.stop();
+    let own = read(&setup.root().join("daemon.log"));
+    assert!(own.contains("loghogd ready"), "daemon.log:\n{own}");
+    assert!(own.contains("stats "), "daemon.log:\n{own}");
+}
+
+#[test]
+fn version_and_help() {
+    for flag in ["--version", "-h", "--help"] {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg(flag);
+        let out = run_with_deadline(cmd);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {out:?}");
+        assert!(out.stdout.contains("loghogd"), "{flag}: {out:?}");
+    }
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--help");
+    let out = run_with_deadline(cmd);
+    for f in [
+        "--config",
+        "--facilities-config",
+        "--check-config",
+        "--pid",
+        "--log-dir",
+    ] {
+        assert!(out.stdout.contains(f), "--help lacks {f}: {out:?}");
+    }
+}

@@ -52,6 +52,10 @@ pub struct Setup {
     server_extra: String,
     /// Extra sections appended to the end of `loghogd.conf`.
     conf_extra: String,
+    /// `[server] listen_ipv4`.
+    listen_ipv4: String,
+    /// `[server] listen_ipv6`.
+    listen_ipv6: String,
 }
 
 impl Default for Setup {
@@ -73,7 +77,16 @@ impl Setup {
             main_extra: String::new(),
             server_extra: String::new(),
             conf_extra: String::new(),
+            listen_ipv4: "127.0.0.1:0".to_string(),
+            listen_ipv6: String::new(),
         }
+    }
+
+    /// Replaces `[server] listen_ipv4` and `listen_ipv6`.
+    pub fn listen(mut self, ipv4: &str, ipv6: &str) -> Setup {
+        self.listen_ipv4 = ipv4.to_string();
+        self.listen_ipv6 = ipv6.to_string();
+        self
     }
 
     /// Replaces the content of `facilities.conf`.
@@ -144,11 +157,11 @@ impl Setup {
              facilities_config = facilities.conf\n\
              {}\n\
              [server]\n\
-             listen_ipv4 = 127.0.0.1:0\n\
-             listen_ipv6 =\n\
+             listen_ipv4 = {}\n\
+             listen_ipv6 = {}\n\
              {}\n\
              {}",
-            self.main_extra, self.server_extra, self.conf_extra
+            self.main_extra, self.listen_ipv4, self.listen_ipv6, self.server_extra, self.conf_extra
         )
     }
 
