@@ -98,7 +98,10 @@ mod tests {
 
     #[test]
     fn old_daemon_test_vector() {
-        assert_eq!(sign("01WzaGPu", &vector()), "396d1459bf34d782ebe156fd02b8e591");
+        assert_eq!(
+            sign("01WzaGPu", &vector()),
+            "396d1459bf34d782ebe156fd02b8e591"
+        );
     }
 
     #[test]

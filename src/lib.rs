@@ -37,6 +37,8 @@ pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod daemon;
+pub mod logging;
+pub mod privileges;
 pub mod processor;
 pub mod protocol;
 pub mod rotation;

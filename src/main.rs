@@ -1,2 +1,7 @@
-//! The `loghogd` binary: parse flags, run the daemon, map errors to exit codes.
-fn main() {}
+//! The `loghogd` binary: parse flags, hand over to [`loghogd::daemon`].
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    loghogd::daemon::main(loghogd::cli::Args::parse())
+}

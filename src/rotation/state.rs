@@ -1,0 +1,419 @@
+//! Per-file rotation state kept in `workdir` (SPEC §5: "the daemon remembers,
+//! per file, when it last rotated"): when each live file was started (its
+//! backup stamp) and when it last rotated, so a restart neither skips nor
+//! repeats a rotation. Plain data: the daemon wraps the [`StateDb`] in a
+//! `Mutex`, the scheduler reads it, the writer updates and saves it per rotation.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Local, SecondsFormat, SubsecRound};
+use serde::{Deserialize, Serialize};
+
+use crate::compress::{append_ext, ctx, parent_dir, sync_dir};
+
+/// Format version written to the file; a file with another version is
+/// treated like a corrupt one (ignored with a warning).
+const VERSION: u32 = 1;
+
+/// What is remembered about one live file. Times are local wall-clock
+/// instants, truncated to the microsecond (the precision of backup stamps and
+/// of the file), so a saved and reloaded state compares equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileState {
+    /// When the current live file was started: its backup will be named
+    /// after `started.naive_local()`.
+    pub started: DateTime<Local>,
+    /// When the file last rotated; `None` if it never has. A schedule is due
+    /// once its next time after this (or after `started`) has passed.
+    pub last_rotation: Option<DateTime<Local>>,
+}
+
+impl FileState {
+    /// A file started at `started` that has never rotated.
+    pub fn new(started: DateTime<Local>) -> FileState {
+        FileState {
+            started,
+            last_rotation: None,
+        }
+        .truncated()
+    }
+
+    fn truncated(self) -> FileState {
+        FileState {
+            started: self.started.trunc_subsecs(6),
+            last_rotation: self.last_rotation.map(|t| t.trunc_subsecs(6)),
+        }
+    }
+}
+
+/// The rotation state of every live file, keyed by the path the writer opens
+/// (use one form consistently, e.g. `{logdir}/{app}/root.log` as configured).
+///
+/// On disk it is a small JSON document, times as RFC 3339 with microseconds
+/// and the UTC offset (exact instants that survive a `TZ` or DST change):
+/// `{"version":1,"files":{"/var/log/loghogd/app/root.log":
+/// {"started":"2026-11-21T07:25:29.123456+01:00","last_rotation":null}}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateDb {
+    /// Where [`StateDb::save`] writes; the file [`StateDb::load`] read.
+    path: PathBuf,
+    /// Sorted so the saved file is stable and diffable.
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+/// The document as stored.
+#[derive(Serialize, Deserialize)]
+struct Disk {
+    version: u32,
+    files: BTreeMap<String, DiskEntry>,
+}
+
+/// One file's entry as stored.
+#[derive(Serialize, Deserialize)]
+struct DiskEntry {
+    started: String,
+    #[serde(default)]
+    last_rotation: Option<String>,
+}
+
+// === impl StateDb ===
+
+impl StateDb {
+    /// An empty state that will be saved to `path`.
+    pub fn new(path: impl Into<PathBuf>) -> StateDb {
+        StateDb {
+            path: path.into(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the state saved at `path`. A missing file is an empty state (first
+    /// start). A corrupt file, or one of an unknown version, is logged as a
+    /// warning, moved aside to `{path}.corrupt` for inspection, and replaced by
+    /// an empty state: the worst outcome is one rotation too early or late,
+    /// which is better than a daemon that refuses to start. Entries with an
+    /// unreadable time are dropped one by one, with a warning.
+    ///
+    /// # Errors
+    /// Only when the file exists but cannot be read (permissions, I/O):
+    /// saving would then fail too, so the caller should hear about it now.
+    pub fn load(path: &Path) -> io::Result<StateDb> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StateDb::new(path)),
+            Err(e) => return Err(ctx(e, "read state", path)),
+        };
+        match StateDb::decode(path, &bytes) {
+            Ok(db) => Ok(db),
+            Err(cause) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    %cause,
+                    "state file is unreadable; starting with no rotation history"
+                );
+                let aside = append_ext(path, "corrupt");
+                if let Err(e) = fs::rename(path, &aside) {
+                    tracing::warn!(path = %path.display(), cause = %e, "cannot move corrupt state file aside");
+                }
+                Ok(StateDb::new(path))
+            }
+        }
+    }
+
+    /// Parses the JSON document; `path` is only remembered for saving.
+    ///
+    /// # Errors
+    /// Invalid JSON, a wrong shape, or an unknown version, as a message.
+    pub fn decode(path: &Path, bytes: &[u8]) -> Result<StateDb, String> {
+        let disk: Disk = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if disk.version != VERSION {
+            return Err(format!("unknown state version {}", disk.version));
+        }
+        let mut db = StateDb::new(path);
+        for (file, entry) in disk.files {
+            let started = parse_time(&entry.started);
+            let last = entry.last_rotation.as_deref().map(parse_time);
+            match (started, last.transpose()) {
+                (Ok(started), Ok(last_rotation)) => {
+                    db.files.insert(
+                        PathBuf::from(file),
+                        FileState {
+                            started,
+                            last_rotation,
+                        }
+                        .truncated(),
+                    );
+                }
+                (Err(cause), _) | (_, Err(cause)) => {
+                    tracing::warn!(file, %cause, "state: dropping entry with a bad time");
+                }
+            }
+        }
+        Ok(db)
+    }
+
+    /// The JSON document [`StateDb::save`] writes. Pure. Paths that are not
+    /// UTF-8 (loghogd never creates one) are left out with a warning.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut files = BTreeMap::new();
+        for (path, state) in &self.files {
+            let Some(key) = path.to_str() else {
+                tracing::warn!(path = %path.display(), "state: not saving a non-UTF-8 path");
+                continue;
+            };
+            files.insert(
+                key.to_owned(),
+                DiskEntry {
+                    started: format_time(state.started),
+                    last_rotation: state.last_rotation.map(format_time),
+                },
+            );
+        }
+        let disk = Disk {
+            version: VERSION,
+            files,
+        };
+        // Serializing strings and integers into a Vec cannot fail; fall back to
+        // an empty document rather than panic if it ever did.
+        let mut out = serde_json::to_vec_pretty(&disk).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Writes the state atomically: to `{path}.tmp` in the same directory,
+    /// `sync_all`, rename over `path`, fsync the directory. A crash leaves
+    /// either the old or the new state, never a torn one. Cheap enough to
+    /// call after every rotation (one small file, two fsyncs).
+    ///
+    /// # Errors
+    /// Any I/O error (the `.tmp` is removed then); the previous state stays.
+    pub fn save(&self) -> io::Result<()> {
+        let tmp = append_ext(&self.path, "tmp");
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| ctx(e, "create", &tmp))?;
+            file.write_all(&self.encode())
+                .map_err(|e| ctx(e, "write", &tmp))?;
+            file.sync_all().map_err(|e| ctx(e, "fsync", &tmp))?;
+            fs::rename(&tmp, &self.path).map_err(|e| ctx(e, "rename into", &self.path))
+        })();
+        if let Err(err) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(err);
+        }
+        let dir = parent_dir(&self.path);
+        sync_dir(dir).map_err(|e| ctx(e, "fsync directory", dir))
+    }
+
+    /// Where the state is saved.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The state of the live file `live`, if known.
+    pub fn get(&self, live: &Path) -> Option<FileState> {
+        self.files.get(live).copied()
+    }
+
+    /// Records the state of `live` (times truncated to the microsecond).
+    /// In memory only until [`StateDb::save`].
+    pub fn set(&mut self, live: &Path, state: FileState) {
+        self.files.insert(live.to_owned(), state.truncated());
+    }
+
+    /// Forgets `live` (e.g. its facility was removed from the config) and
+    /// returns what was known.
+    pub fn remove(&mut self, live: &Path) -> Option<FileState> {
+        self.files.remove(live)
+    }
+
+    /// Keeps only the files for which `keep` returns true (e.g. after a
+    /// reload, the files still configured).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Path, &FileState) -> bool) {
+        self.files.retain(|p, s| keep(p, s));
+    }
+
+    /// Every known file and its state, sorted by path.
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &FileState)> {
+        self.files.iter().map(|(p, s)| (p.as_path(), s))
+    }
+
+    /// How many files are known.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether no file is known.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// A best guess at when an existing live file was started, for a file the
+/// state does not know (first start after an upgrade from the Python daemon,
+/// or a lost state file): its creation time where the file system records
+/// one, else its last modification. `None` when the file does not exist.
+///
+/// # Errors
+/// The file exists but cannot be stat'ed, or the platform reports neither time.
+pub fn started_on_disk(live: &Path) -> io::Result<Option<DateTime<Local>>> {
+    let meta = match fs::symlink_metadata(live) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ctx(e, "stat", live)),
+    };
+    let time = meta
+        .created()
+        .or_else(|_| meta.modified())
+        .map_err(|e| ctx(e, "file times of", live))?;
+    Ok(Some(DateTime::<Local>::from(time).trunc_subsecs(6)))
+}
+
+fn format_time(t: DateTime<Local>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, false)
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Local>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Local))
+        .map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, us: u32) -> DateTime<Local> {
+        Local
+            .with_ymd_and_hms(y, mo, d, h, mi, s)
+            .earliest()
+            .unwrap()
+            + chrono::TimeDelta::microseconds(us.into())
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::load(&dir.path().join("state.json")).unwrap();
+        assert!(db.is_empty());
+        assert_eq!(db.path(), dir.path().join("state.json"));
+    }
+
+    #[test]
+    fn save_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut db = StateDb::new(&path);
+        let root = Path::new("/var/log/loghogd/app/root.log");
+        let web = Path::new("/var/log/loghogd/app/host1-web.log");
+        let started = local(2026, 11, 21, 7, 25, 29, 123_456);
+        db.set(root, FileState::new(started));
+        db.set(
+            web,
+            FileState {
+                // Sub-microsecond digits are dropped, consistently in memory and on disk.
+                started: started + chrono::TimeDelta::nanoseconds(789),
+                last_rotation: Some(local(2026, 11, 22, 0, 0, 0, 0)),
+            },
+        );
+        db.save().unwrap();
+        assert!(!dir.path().join("state.json.tmp").exists());
+
+        let back = StateDb::load(&path).unwrap();
+        assert_eq!(back, db);
+        assert_eq!(back.get(root), Some(FileState::new(started)));
+        assert_eq!(back.get(web).unwrap().started, started);
+        assert_eq!(back.len(), 2);
+
+        // Overwrite with fewer entries.
+        let mut db = back;
+        assert!(db.remove(root).is_some());
+        db.save().unwrap();
+        let back = StateDb::load(&path).unwrap();
+        assert_eq!(back.iter().map(|(p, _)| p).collect::<Vec<_>>(), [web]);
+    }
+
+    #[test]
+    fn file_format_is_readable_json() {
+        let mut db = StateDb::new("s.json");
+        db.set(
+            Path::new("a/root.log"),
+            FileState::new(local(2026, 1, 2, 3, 4, 5, 6)),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&db.encode()).unwrap();
+        assert_eq!(v["version"], 1);
+        let started = v["files"]["a/root.log"]["started"].as_str().unwrap();
+        assert!(
+            started.starts_with("2026-01-02T03:04:05.000006"),
+            "{started}"
+        );
+        assert!(v["files"]["a/root.log"]["last_rotation"].is_null());
+    }
+
+    #[test]
+    fn corrupt_file_starts_empty_and_is_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        for junk in [
+            &b"{\"version\":1,\"files\":{"[..],
+            b"\x00\xff",
+            b"[]",
+            b"{\"version\":99,\"files\":{}}",
+        ] {
+            fs::write(&path, junk).unwrap();
+            let db = StateDb::load(&path).unwrap();
+            assert!(db.is_empty());
+            assert_eq!(
+                fs::read(dir.path().join("state.json.corrupt")).unwrap(),
+                junk
+            );
+            // And it can be saved over.
+            db.save().unwrap();
+            assert!(StateDb::load(&path).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_entry_is_dropped_alone() {
+        let json = br#"{"version":1,"files":{
+            "a.log":{"started":"2026-01-02T03:04:05.000006+00:00","last_rotation":null},
+            "b.log":{"started":"yesterday"},
+            "c.log":{"started":"2026-01-02T03:04:05Z","last_rotation":"soon"}}}"#;
+        let db = StateDb::decode(Path::new("s.json"), json).unwrap();
+        assert_eq!(db.len(), 1);
+        assert!(db.get(Path::new("a.log")).is_some());
+    }
+
+    #[test]
+    fn save_into_missing_dir_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::new(dir.path().join("no/such/state.json"));
+        db.save().unwrap_err();
+    }
+
+    #[test]
+    fn started_on_disk_reads_file_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("root.log");
+        assert_eq!(started_on_disk(&live).unwrap(), None);
+        let before = Local::now() - chrono::TimeDelta::seconds(5);
+        fs::write(&live, b"x").unwrap();
+        let t = started_on_disk(&live).unwrap().unwrap();
+        assert!(t >= before && t <= Local::now() + chrono::TimeDelta::seconds(5));
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<StateDb>();
+        check::<FileState>();
+    }
+}

@@ -1,0 +1,113 @@
+//! One stream connection (plain TCP or TLS): read into a buffer, take every
+//! complete frame out of it, hand the batch to the writers, read on.
+//!
+//! The read buffer only grows to the frame being assembled, never to a
+//! length a peer merely announced: a length over `max_msg_size` closes the
+//! connection before anything is allocated for it.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::processor::{Pipeline, Processor};
+use crate::protocol::{FrameError, Header, HEADER_LEN};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Read buffer size; also about the largest batch one read produces.
+const READ_BUF: usize = 64 << 10;
+
+/// After shutdown is signalled, keep reading while the peer still has data
+/// in flight; a connection quiet this long is done.
+const DRAIN_IDLE: Duration = Duration::from_millis(250);
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("read failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("{0}; closing the connection")]
+    TooLarge(FrameError),
+    #[error("connection closed inside a frame ({0} bytes unread)")]
+    Truncated(usize),
+}
+
+/// Serves one connection until EOF, an error, or shutdown (after draining).
+///
+/// # Errors
+/// A read error, an oversize length field, or EOF in the middle of a frame;
+/// every complete frame before it has been handed on.
+pub async fn serve<S: AsyncRead + Unpin>(
+    mut stream: S,
+    mut proc: Processor,
+    pipeline: &Pipeline,
+    token: CancellationToken,
+) -> Result<(), ConnError> {
+    let max = pipeline.max_msg_size;
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut draining = token.is_cancelled();
+    loop {
+        let n = if draining {
+            match tokio::time::timeout(DRAIN_IDLE, stream.read_buf(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => 0,
+            }
+        } else {
+            tokio::select! {
+                r = stream.read_buf(&mut buf) => r?,
+                _ = token.cancelled() => {
+                    draining = true;
+                    continue;
+                }
+            }
+        };
+        if n == 0 {
+            proc.flush().await;
+            return match buf.len() {
+                0 => Ok(()),
+                rest => Err(ConnError::Truncated(rest)),
+            };
+        }
+        proc.begin_chunk();
+        loop {
+            match Header::check(&buf, max) {
+                Ok(h) => {
+                    let len = h.frame_len();
+                    proc.process(h, &buf[HEADER_LEN..len]);
+                    buf.advance(len);
+                    if proc.needs_flush() {
+                        proc.flush().await;
+                    }
+                }
+                Err(FrameError::Incomplete) => break,
+                Err(err) => {
+                    proc.flush().await;
+                    pipeline.stats.oversize_closed.fetch_add(1, Relaxed);
+                    return Err(ConnError::TooLarge(err));
+                }
+            }
+        }
+        proc.flush().await;
+        reserve_for_next(&mut buf);
+    }
+}
+
+/// Makes room for the rest of a partly received frame (its length is
+/// already known to be within the cap) or for a normal read.
+fn reserve_for_next(buf: &mut BytesMut) {
+    let want = if buf.len() >= HEADER_LEN {
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        (HEADER_LEN + len).max(READ_BUF)
+    } else {
+        READ_BUF
+    };
+    if buf.capacity() < want || buf.capacity() - buf.len() < READ_BUF / 4 {
+        buf.reserve(want.saturating_sub(buf.len()).max(READ_BUF / 4));
+    }
+    // Shrink back after one big frame so an idle connection holds little.
+    if buf.is_empty() && buf.capacity() > 4 * READ_BUF {
+        *buf = BytesMut::with_capacity(READ_BUF);
+    }
+}

@@ -1,0 +1,137 @@
+//! TCP and TLS accept loops: a semaphore caps connections, accept errors
+//! (e.g. out of file descriptors) back off instead of spinning, and each
+//! connection runs in its own task whose errors are logged there.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn, Instrument};
+
+use super::connection;
+use crate::processor::{Pipeline, Processor, Transport};
+
+/// Most connections served at once per listener; more wait in the kernel's
+/// accept backlog.
+pub const MAX_CONNECTIONS: usize = 16_384;
+
+/// A silent peer may hold a TLS handshake slot at most this long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS acceptor, swapped on SIGHUP when certificates are reloaded.
+#[derive(Clone)]
+pub struct TlsSetup {
+    /// Current server config; new handshakes use whatever is here.
+    pub acceptor: Arc<RwLock<TlsAcceptor>>,
+}
+
+/// Accepts until `token` is cancelled.
+pub async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsSetup>,
+    pipeline: Arc<Pipeline>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return, // semaphore closed: never happens, we own it
+            },
+            _ = token.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = token.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(err) => {
+                error!(cause = %err, retry_in = ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        pipeline.stats.connections.fetch_add(1, Relaxed);
+        let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        let pipeline = pipeline.clone();
+        let token = token.clone();
+        let tls = tls.clone();
+        let transport = if tls.is_some() {
+            Transport::Tls
+        } else {
+            Transport::Tcp
+        };
+        let span = tracing::info_span!("conn", %peer, transport = transport.as_str());
+        tracker.spawn(
+            async move {
+                let _permit = permit;
+                handle(stream, peer, tls, pipeline, token).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsSetup>,
+    pipeline: Arc<Pipeline>,
+    token: CancellationToken,
+) {
+    debug!("connected");
+    let result = match tls {
+        None => {
+            let proc = Processor::new(pipeline.clone(), peer.ip(), Transport::Tcp);
+            connection::serve(stream, proc, &pipeline, token).await
+        }
+        Some(tls) => {
+            let acceptor = tls
+                .acceptor
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let hs = tokio::select! {
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+                _ = token.cancelled() => return,
+            };
+            let stream = match hs {
+                Ok(Ok(s)) => s,
+                Ok(Err(err)) => {
+                    pipeline.stats.tls_refused.fetch_add(1, Relaxed);
+                    warn!(reason = %crate::tls::describe_handshake_error(&err), "tls handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    pipeline.stats.tls_refused.fetch_add(1, Relaxed);
+                    warn!(reason = "handshake timed out", "tls handshake refused");
+                    return;
+                }
+            };
+            if let Some(subject) = crate::tls::peer_subject(stream.get_ref().1) {
+                info!(client = %subject, "tls client authenticated");
+            }
+            let proc = Processor::new(pipeline.clone(), peer.ip(), Transport::Tls);
+            connection::serve(stream, proc, &pipeline, token).await
+        }
+    };
+    match result {
+        Ok(()) => debug!("closed"),
+        Err(err) => warn!(cause = %err, "connection closed on error"),
+    }
+}
