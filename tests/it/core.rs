@@ -1032,7 +1032,11 @@ fn listens_on_every_configured_address() {
     );
     assert_eq!(udp, tcp);
     for (i, addr) in d.tcp_addrs().iter().enumerate() {
-        send_tcp(*addr, &simple("app", &format!("tcp via {}", addr.ip())));
+        let mut s = connect(*addr);
+        let peer = s.local_addr().unwrap().ip().to_string();
+        s.write_all(&simple("app", &format!("tcp via {}", addr.ip())))
+            .unwrap();
+        drop(s);
         let udp = d.udp_addrs().iter().find(|u| u.ip() == addr.ip()).unwrap();
         assert_eq!(
             udp.port(),
@@ -1042,7 +1046,7 @@ fn listens_on_every_configured_address() {
         let lines = wait_for_lines(&setup.log("app/root.log"), i + 1, DEADLINE);
         let (_, host, body) = parse_line(&lines[i]);
         assert_eq!(body, format!("tcp via {}", addr.ip()));
-        assert_eq!(host, addr.ip().to_string(), "hostname is the peer address");
+        assert_eq!(host, peer, "hostname is the peer address");
     }
     let v6 = d.udp_addrs().iter().find(|u| u.is_ipv6()).unwrap();
     let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
