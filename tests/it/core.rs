@@ -661,7 +661,8 @@ fn hostile_frames_are_logged() {
 
 #[test]
 fn over_cap_length_closes_only_that_connection() {
-    let setup = Setup::new().server_extra("max_msg_size = 1024");
+    // The inline ` ;` comment must be stripped (SPEC §6).
+    let setup = Setup::new().server_extra("max_msg_size = 1024 ; one KiB");
     let mut d = Daemon::start(&setup);
     let mut other = connect(d.tcp_addr());
     other.write_all(&simple("app", "other 1")).unwrap();
@@ -1136,4 +1137,141 @@ fn version_and_help() {
     ] {
         assert!(out.stdout.contains(f), "--help lacks {f}: {out:?}");
     }
+}
+
+// === more hostile and odd input ===
+
+#[test]
+fn hostile_float_nsecs() {
+    hostile_then_good(json_frame(
+        r#"{"version": 1, "app_id": "app", "module": "", "stamp": 1, "nsecs": 1.5, "body": "float"}"#,
+    ));
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let setup = Setup::new();
+    let d = Daemon::start(&setup);
+    let json = r#"{"level": "INFO", "version": 1, "app_id": "app", "module": "", "extra": {"a": [1, null, "x"]}, "stamp": 1, "nsecs": 2, "body": "with extras", "pid": 4242}"#;
+    send_tcp(d.tcp_addr(), &json_frame(json));
+    let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), ["with extras"]);
+}
+
+#[test]
+fn udp_truncated_datagram_is_dropped() {
+    let setup = Setup::new();
+    let mut d = Daemon::start(&setup);
+    let good = simple("app", "truncated");
+    let truncated = good[..good.len() - 5].to_vec();
+    // The header announces more than the datagram holds.
+    send_udp(d.udp_addr(), &[truncated, simple("app", "whole")]);
+    let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), ["whole"]);
+    d.stop();
+    assert_eq!(
+        bodies(&wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE)),
+        ["whole"]
+    );
+}
+
+#[test]
+fn sigterm_with_idle_and_half_sent_connections_exits_cleanly() {
+    let setup = Setup::new();
+    let mut d = Daemon::start(&setup);
+    // One idle open connection that already delivered a message, and one that
+    // stopped in the middle of a frame: neither may keep the daemon alive.
+    let mut idle = connect(d.tcp_addr());
+    idle.write_all(&simple("app", "from idle")).unwrap();
+    let mut half = connect(d.tcp_addr());
+    let mut bytes = simple("app", "from half");
+    let next = simple("app", "never completed");
+    bytes.extend_from_slice(&next[..next.len() / 2]);
+    half.write_all(&bytes).unwrap();
+    wait_for_lines(&setup.log("app/root.log"), 2, DEADLINE);
+    d.stop();
+    let mut b = bodies(&wait_for_lines(&setup.log("app/root.log"), 2, DEADLINE));
+    b.sort();
+    assert_eq!(b, ["from half", "from idle"]);
+    assert!(!setup.pidfile().exists());
+    drop((idle, half));
+}
+
+#[test]
+fn config_ini_dialect_case_colon_comments() {
+    let setup = Setup::new().facilities(
+        "# a comment\n; another comment\n[app]\nRotate: daily\nBACKUP_COUNT = 3\n\
+         File_Per_Host = On ; per host\n\n[app:root.web]\nrotate = hourly\nbackup_count: 2\n",
+    );
+    let d = Daemon::start(&setup);
+    let mut bytes = frame("app", "", "dialect root", &Opts::host("hx"));
+    bytes.extend(frame("app", "web", "dialect web", &Opts::host("hx")));
+    send_tcp(d.tcp_addr(), &bytes);
+    assert_eq!(
+        bodies(&wait_for_lines(&setup.log("app/hx-root.log"), 1, DEADLINE)),
+        ["dialect root"]
+    );
+    // The sub-facility inherits file_per_host from its root facility.
+    assert_eq!(
+        bodies(&wait_for_lines(&setup.log("app/hx-web.log"), 1, DEADLINE)),
+        ["dialect web"]
+    );
+}
+
+// === reload, more ===
+
+#[test]
+fn sighup_reopens_files_moved_away() {
+    let setup = Setup::new();
+    let d = Daemon::start(&setup);
+    send_tcp(d.tcp_addr(), &simple("app", "before move"));
+    wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    let moved = setup.log("app/moved.log");
+    std::fs::rename(setup.log("app/root.log"), &moved).unwrap();
+    d.signal("HUP");
+    d.wait_for_log("facilities reloaded");
+    send_tcp(d.tcp_addr(), &simple("app", "after move"));
+    let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), ["after move"], "SIGHUP reopens files");
+    assert_eq!(
+        bodies(&wait_for_lines(&moved, 1, DEADLINE)),
+        ["before move"]
+    );
+}
+
+#[test]
+fn sighup_adding_a_secret_applies_to_new_messages() {
+    let setup = Setup::new();
+    let d = Daemon::start(&setup);
+    send_tcp(d.tcp_addr(), &simple("app", "unsigned before"));
+    wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    setup.write_facilities("[app]\nrotate = daily\nbackup_count = 3\nsecret = newsecret\n");
+    d.signal("HUP");
+    d.wait_for_log("facilities reloaded");
+    let mut bytes = simple("app", "unsigned after");
+    bytes.extend(frame("app", "", "signed after", &Opts::signed("newsecret")));
+    send_tcp(d.tcp_addr(), &bytes);
+    let lines = wait_for_lines(&setup.log("app/root.log"), 2, DEADLINE);
+    assert_eq!(bodies(&lines), ["unsigned before", "signed after"]);
+}
+
+#[test]
+fn sighup_during_burst_loses_nothing() {
+    let setup = Setup::new();
+    let mut d = Daemon::start(&setup);
+    let addr = d.tcp_addr();
+    let sender = std::thread::spawn(move || burst(addr, 3, 20_000));
+    // Reload several times while the burst is flowing (each reload waits
+    // for lines to have arrived since the previous one, not for a time).
+    let path = setup.log("app/root.log");
+    for i in 1..=3 {
+        wait_for_lines(&path, i * 5_000, BURST_DEADLINE);
+        d.signal("HUP");
+        d.wait_for_log_count("facilities reloaded", i);
+    }
+    sender.join().unwrap();
+    let lines = wait_for_lines(&path, 60_000, BURST_DEADLINE);
+    check_burst(&lines, 3, 20_000);
+    d.stop();
+    check_burst(&wait_for_lines(&path, 60_000, DEADLINE), 3, 20_000);
 }
