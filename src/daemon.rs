@@ -81,7 +81,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    crate::logging::init(
+    let log_sink = crate::logging::init(
         config.log.level,
         config.log.filename.as_deref(),
         !config.main.daemon,
@@ -119,7 +119,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .thread_name("loghogd")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(args, config, facilities, listeners, tls));
+    let result = runtime.block_on(serve(args, config, facilities, listeners, tls, log_sink));
     // Blocking work (compressions) that outlived the grace period is
     // abandoned here; its backup stays uncompressed and start-up redoes it.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -133,6 +133,7 @@ async fn serve(
     facilities: FacilityDb,
     listeners: Listeners,
     tls: Option<server::tcp::TlsSetup>,
+    log_sink: Option<crate::logging::LogSink>,
 ) -> anyhow::Result<()> {
     let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
         .context("cannot install signal handlers")?;
@@ -140,6 +141,7 @@ async fn serve(
     let state_path = config.main.workdir.join(STATE_FILE);
     let state = crate::rotation::StateDb::load(&state_path)
         .with_context(|| format!("cannot read rotation state {}", state_path.display()))?;
+    let state = Arc::new(std::sync::Mutex::new(state));
     let compress_tracker = TaskTracker::new();
     let (fac_tx, fac_rx) = watch::channel(Arc::new(facilities));
     let writer_tracker = TaskTracker::new();
@@ -148,7 +150,7 @@ async fn serve(
         limiter: RateLimit::new(10, Duration::from_secs(10)),
         compressor: config.compressor.clone(),
         tracker: writer_tracker.clone(),
-        state: Arc::new(std::sync::Mutex::new(state)),
+        state: state.clone(),
         compressions: Arc::new(tokio::sync::Semaphore::new(COMPRESSION_JOBS)),
         compress_tracker: compress_tracker.clone(),
         new_file: Arc::new(tokio::sync::Notify::new()),
@@ -187,6 +189,16 @@ async fn serve(
                 Err(err) => warn!(cause = %err, "backup recovery failed"),
             }
         });
+    }
+    if let Some(sink) = log_sink {
+        tokio::spawn(crate::logging::rotate_loop(
+            sink,
+            config.log.when.clone(),
+            config.log.backup_count,
+            config.compressor.clone(),
+            state.clone(),
+            token.clone(),
+        ));
     }
     let scheduler = tokio::spawn(crate::rotation::scheduler::run(
         pipeline.clone(),
