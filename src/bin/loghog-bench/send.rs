@@ -332,10 +332,7 @@ fn write_slices(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     w.flush()
 }
 
-fn drain_until_eof<R: Read + ?Sized>(r: &mut R) -> io::Result<()>
-where
-    R: AsSocket,
-{
+fn drain_until_eof<R: Read + AsSocket + ?Sized>(r: &mut R) -> io::Result<()> {
     r.set_close_timeout()?;
     let mut buf = [0u8; 4096];
     loop {
