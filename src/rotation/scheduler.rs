@@ -52,7 +52,12 @@ pub async fn run(pipeline: Arc<Pipeline>, token: CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = new_file.notified() => {}
-            _ = facilities.changed() => {}
+            changed = facilities.changed() => {
+                // The sender only goes away at shutdown.
+                if changed.is_err() {
+                    return;
+                }
+            }
             _ = token.cancelled() => return,
         }
     }
