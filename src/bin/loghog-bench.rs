@@ -210,9 +210,12 @@ fn run_send(args: &SendArgs) -> anyhow::Result<()> {
     let mb_per_sec = bytes as f64 / secs / 1e6;
     let format_name = if args.syslog { "syslog" } else { "loghog" };
     let max_lag_ms = report.max_lag.as_secs_f64() * 1e3;
+    // Zero means "not measurable here", never "free".
+    let cpu_secs = report.cpu.map_or(0.0, |d| d.as_secs_f64());
+    let cpu_ns_per_msg = cpu_secs * 1e9 / (args.messages.max(1) as f64);
     eprintln!(
         "sent {} {format_name} messages ({:.1} MB) over {} {} connection(s) in {:.3} s: \
-         {:.0} msgs/s, {:.1} MB/s{}",
+         {:.0} msgs/s, {:.1} MB/s; sender CPU {cpu_secs:.3} s ({cpu_ns_per_msg:.0} ns/msg){}",
         args.messages,
         bytes as f64 / 1e6,
         connections,
@@ -240,6 +243,8 @@ fn run_send(args: &SendArgs) -> anyhow::Result<()> {
             "bytes": bytes,
             "mb_per_sec": mb_per_sec,
             "max_lag_ms": max_lag_ms,
+            "cpu_seconds": cpu_secs,
+            "cpu_ns_per_msg": cpu_ns_per_msg,
             "wait_close": args.wait_close,
         });
         println!("{v}");
@@ -248,7 +253,8 @@ fn run_send(args: &SendArgs) -> anyhow::Result<()> {
             "messages={} connections={} transport={} format={format_name} body_size={body_size} \
              rate={} encode_seconds={encode_secs:.6} seconds={secs:.6} \
              msgs_per_sec={msgs_per_sec:.0} bytes={bytes} mb_per_sec={mb_per_sec:.1} \
-             max_lag_ms={max_lag_ms:.3} wait_close={}",
+             max_lag_ms={max_lag_ms:.3} cpu_seconds={cpu_secs:.6} \
+             cpu_ns_per_msg={cpu_ns_per_msg:.0} wait_close={}",
             args.messages, connections, args.transport, args.rate, args.wait_close
         );
     }

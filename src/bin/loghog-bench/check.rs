@@ -246,10 +246,11 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         },
     );
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&tally).context("encoding JSON")?
-        );
+        let mut v = serde_json::to_value(&tally).context("encoding JSON")?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("ok".into(), ok.into());
+        }
+        println!("{v}");
     } else {
         let t = &tally;
         println!(

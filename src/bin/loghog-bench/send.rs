@@ -76,6 +76,10 @@ pub struct Report {
     /// (zero when unpaced). Large values mean the generator or the daemon
     /// could not sustain `--rate`.
     pub max_lag: Duration,
+    /// On-CPU time of the sender threads while sending (user + kernel),
+    /// summed; `None` where /proc/thread-self/schedstat is unavailable.
+    /// Unlike `elapsed` it does not depend on what else the machine runs.
+    pub cpu: Option<Duration>,
 }
 
 /// Connects every stream, sends them all at once, closes them, and times it.
@@ -119,6 +123,7 @@ pub fn run(
     let start = Instant::now();
     gate.open(true);
     let mut max_lag = Duration::ZERO;
+    let mut cpu = Some(Duration::ZERO);
     let mut first_err = None;
     for (i, handle) in workers.into_iter().enumerate() {
         let outcome = handle
@@ -126,7 +131,10 @@ pub fn run(
             .map_err(|_| anyhow!("connection {i}: sender thread panicked"))
             .and_then(|r| r.with_context(|| format!("connection {i}")));
         match outcome {
-            Ok(lag) => max_lag = max_lag.max(lag),
+            Ok(done) => {
+                max_lag = max_lag.max(done.max_lag);
+                cpu = cpu.zip(done.cpu).map(|(a, b)| a + b);
+            }
             Err(e) => {
                 first_err.get_or_insert(e);
             }
@@ -135,21 +143,37 @@ pub fn run(
     let elapsed = start.elapsed();
     match first_err {
         Some(e) => Err(e),
-        None => Ok(Report { elapsed, max_lag }),
+        None => Ok(Report {
+            elapsed,
+            max_lag,
+            cpu,
+        }),
     }
 }
 
-/// One connection's thread body; returns its worst pacing lag.
+/// What one sender thread measured.
+struct Done {
+    /// Worst pacing lag.
+    max_lag: Duration,
+    /// On-CPU time while sending, if measurable.
+    cpu: Option<Duration>,
+}
+
+/// One connection's thread body.
 fn worker(
     mut conn: Conn,
     stream: &Stream,
     gate: &Gate,
     pacing: Option<Pacing>,
     wait_close: bool,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Done> {
     if !gate.wait() {
-        return Ok(Duration::ZERO);
+        return Ok(Done {
+            max_lag: Duration::ZERO,
+            cpu: None,
+        });
     }
+    let cpu_start = thread_cpu();
     let n = stream.len();
     let mut max_lag = Duration::ZERO;
     match pacing {
@@ -181,7 +205,18 @@ fn worker(
         }
     }
     conn.finish(wait_close).context("closing")?;
-    Ok(max_lag)
+    let cpu = thread_cpu()
+        .zip(cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    Ok(Done { max_lag, cpu })
+}
+
+/// This thread's total on-CPU time so far, from the first field of
+/// `/proc/thread-self/schedstat` (nanoseconds; Linux only).
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = stat.split_ascii_whitespace().next()?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// Starting line for the sender threads.
