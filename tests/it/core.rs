@@ -1362,3 +1362,39 @@ fn default_max_msg_size_is_65536() {
     s.write_all(&raw_frame(65537, 0, b"{")).unwrap();
     wait_closed_by_peer(&mut s);
 }
+
+#[test]
+fn bad_frame_logging_is_rate_limited() {
+    let setup = Setup::new();
+    let mut d = Daemon::start(&setup);
+    let before = d.stderr_text().lines().count();
+    // 10,000 bad frames on one connection, 100 bad datagrams (few enough
+    // that the kernel's receive buffer holds them), then good ones.
+    let mut bytes = Vec::new();
+    for _ in 0..10_000 {
+        bytes.extend(payload_frame(b"{not json", 0));
+    }
+    bytes.extend(simple("app", "after the flood"));
+    send_tcp(d.tcp_addr(), &bytes);
+    let dgrams: Vec<Vec<u8>> = (0..100).map(|_| payload_frame(b"[]", 0)).collect();
+    send_udp(d.udp_addr(), &dgrams);
+    send_udp(d.udp_addr(), &[simple("app", "udp after the flood")]);
+    let lines = wait_for_lines(&setup.log("app/root.log"), 2, DEADLINE);
+    let mut b = bodies(&lines);
+    b.sort();
+    assert_eq!(b, ["after the flood", "udp after the flood"]);
+    let err = d.stop();
+    let logged = err.lines().count() - before;
+    assert!(
+        logged < 200,
+        "10,100 bad frames produced {logged} log lines; the log must be rate-limited"
+    );
+    // Every bad frame is still counted (UDP may drop under overload, and
+    // counts what it drops).
+    assert_eq!(
+        d.stat("bad_frames") + d.stat("udp_dropped"),
+        10_100,
+        "{}",
+        err.lines().last().unwrap_or("")
+    );
+}
