@@ -35,6 +35,16 @@ pub const EX_CONFIG: u8 = 78;
 /// flush, before giving up on the stragglers.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// How long shutdown lets running backup compressions finish; an abandoned
+/// one leaves its backup uncompressed, and the next start compresses it.
+const COMPRESS_GRACE: Duration = Duration::from_secs(5);
+
+/// Concurrent backup compressions (each uses one core).
+const COMPRESSION_JOBS: usize = 1;
+
+/// Rotation state file in `workdir`.
+const STATE_FILE: &str = "rotation-state.json";
+
 /// Runs the daemon for parsed flags; the whole life of the process.
 pub fn main(args: Args) -> ExitCode {
     match run(args) {
@@ -71,7 +81,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    crate::logging::init(
+    let log_sink = crate::logging::init(
         config.log.level,
         config.log.filename.as_deref(),
         !config.main.daemon,
@@ -109,7 +119,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .thread_name("loghogd")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(args, config, facilities, listeners, tls));
+    let result = runtime.block_on(serve(args, config, facilities, listeners, tls, log_sink));
     // Blocking work (compressions) that outlived the grace period is
     // abandoned here; its backup stays uncompressed and start-up redoes it.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -123,10 +133,16 @@ async fn serve(
     facilities: FacilityDb,
     listeners: Listeners,
     tls: Option<server::tcp::TlsSetup>,
+    log_sink: Option<crate::logging::LogSink>,
 ) -> anyhow::Result<()> {
     let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
         .context("cannot install signal handlers")?;
     let stats = Arc::new(Stats::default());
+    let state_path = config.main.workdir.join(STATE_FILE);
+    let state = crate::rotation::StateDb::load(&state_path)
+        .with_context(|| format!("cannot read rotation state {}", state_path.display()))?;
+    let state = Arc::new(std::sync::Mutex::new(state));
+    let compress_tracker = TaskTracker::new();
     let (fac_tx, fac_rx) = watch::channel(Arc::new(facilities));
     let writer_tracker = TaskTracker::new();
     let writers = Writers::new(WriterCtx {
@@ -134,6 +150,10 @@ async fn serve(
         limiter: RateLimit::new(10, Duration::from_secs(10)),
         compressor: config.compressor.clone(),
         tracker: writer_tracker.clone(),
+        state: state.clone(),
+        compressions: Arc::new(tokio::sync::Semaphore::new(COMPRESSION_JOBS)),
+        compress_tracker: compress_tracker.clone(),
+        new_file: Arc::new(tokio::sync::Notify::new()),
     });
     let pipeline = Arc::new(Pipeline {
         writers,
@@ -150,6 +170,40 @@ async fn serve(
     });
     let token = CancellationToken::new();
     let readers = TaskTracker::new();
+    // Backups a crash left uncompressed (or half-compressed) are finished in
+    // the background; new rotations use new names, so they never collide.
+    {
+        let c = config.compressor.clone();
+        let logdir = config.main.logdir.clone();
+        compress_tracker.spawn_blocking(move || {
+            match crate::rotation::recover(&logdir, c.format, c.level, c.compress_on_write) {
+                Ok(r) if r.compressed + r.partials_removed + r.failed > 0 => {
+                    info!(
+                        compressed = r.compressed,
+                        partials_removed = r.partials_removed,
+                        failed = r.failed,
+                        "recovered backups left by a crash"
+                    )
+                }
+                Ok(_) => {}
+                Err(err) => warn!(cause = %err, "backup recovery failed"),
+            }
+        });
+    }
+    if let Some(sink) = log_sink {
+        tokio::spawn(crate::logging::rotate_loop(
+            sink,
+            config.log.when.clone(),
+            config.log.backup_count,
+            config.compressor.clone(),
+            state.clone(),
+            token.clone(),
+        ));
+    }
+    let scheduler = tokio::spawn(crate::rotation::scheduler::run(
+        pipeline.clone(),
+        token.clone(),
+    ));
     server::run(
         listeners,
         pipeline.clone(),
@@ -185,6 +239,7 @@ async fn serve(
     {
         warn!("connections still open after the grace period; closing them");
     }
+    let _ = scheduler.await;
     pipeline.writers.close();
     drop(pipeline);
     writer_tracker.close();
@@ -193,6 +248,13 @@ async fn serve(
         .is_err()
     {
         error!("writers did not finish within the grace period");
+    }
+    compress_tracker.close();
+    if tokio::time::timeout(COMPRESS_GRACE, compress_tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("backup compression still running; it is redone at the next start");
     }
     info!("stats {}", stats.summary());
     Ok(())

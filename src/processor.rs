@@ -74,6 +74,8 @@ struct Route {
     tx: mpsc::Sender<Command>,
     buf: Vec<u8>,
     count: u32,
+    /// Message end offsets in `buf` (only for `max_size` facilities).
+    ends: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -240,6 +242,9 @@ impl Processor {
         route.buf.extend_from_slice(msg.body.as_bytes());
         route.buf.push(b'\n');
         route.count += 1;
+        if route.facility.max_size.is_some() {
+            route.ends.push(route.buf.len() as u32);
+        }
         self.pending_bytes += route.buf.len() - before;
         Ok(())
     }
@@ -288,6 +293,7 @@ impl Processor {
             facility: r.facility.clone(),
             data: std::mem::replace(&mut r.buf, Vec::with_capacity(cap)),
             count: std::mem::take(&mut r.count),
+            ends: std::mem::take(&mut r.ends),
         })
     }
 
@@ -361,6 +367,7 @@ fn route_index(
         tx,
         buf: Vec::new(),
         count: 0,
+        ends: Vec::new(),
     });
     routes.len() - 1
 }

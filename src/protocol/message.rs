@@ -57,6 +57,9 @@ impl<'a> Message<'a> {
     /// Invalid UTF-8 or JSON, a missing or mistyped required field, or a
     /// version other than 1.
     pub fn decode(payload: &'a [u8]) -> Result<Message<'a>, MessageError> {
+        if let Some(msg) = super::fast::decode(payload) {
+            return Ok(msg);
+        }
         let msg: Message<'a> = serde_json::from_slice(payload)?;
         if msg.version != VERSION {
             return Err(MessageError::Version(msg.version));

@@ -4,6 +4,7 @@
 //! Shared by the daemon's readers and by the client side (load generator,
 //! client library), so both agree byte for byte.
 
+pub mod fast;
 pub mod frame;
 pub mod message;
 

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod recover;
 pub mod schedule;
+pub mod scheduler;
 pub mod state;
 
 pub use backup::{

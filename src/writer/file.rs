@@ -11,14 +11,17 @@ use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::Local;
+
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Batch, Command, WriterCtx};
 use crate::config::Facility;
+use crate::rotation::{self, started_on_disk, FileState, StateDb};
 
 /// Stop draining the queue into one write once this much is pending.
 const MAX_PENDING_BYTES: usize = 4 << 20;
@@ -43,7 +46,7 @@ pub struct LogFile {
     pending: Vec<Vec<u8>>,
     /// Messages in `pending`.
     pending_count: u32,
-    /// Bytes in `pending`.
+    /// Bytes in `pending` (bounds how much one drain takes).
     pending_bytes: usize,
     ctx: Arc<WriterCtx>,
 }
@@ -99,15 +102,10 @@ impl LogFile {
 
     async fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::Write(Batch {
-                facility,
-                data,
-                count,
-            }) => {
-                self.facility = facility;
-                self.pending_bytes += data.len();
-                self.pending_count += count;
-                self.pending.push(data);
+            Command::Write(batch) => {
+                self.facility = batch.facility.clone();
+                let tail = self.split_at_max_size(batch).await;
+                self.push(tail);
             }
             Command::Reopen => {
                 self.write_out().await;
@@ -123,29 +121,90 @@ impl LogFile {
         }
     }
 
-    /// Hands everything pending to the OS in one vectored write.
+    fn push(&mut self, b: Batch) {
+        self.pending_bytes += b.data.len();
+        self.pending_count += b.count;
+        self.pending.push(b.data);
+    }
+
+    /// With `max_size`, writes out the messages up to and including the one
+    /// that reaches the limit (which rotates the file) and returns the rest,
+    /// repeatedly, so no file grows more than one message past `max_size`
+    /// however large a batch is. Gzip-on-write files are measured after
+    /// compression, so they rotate after the write that crosses instead.
+    async fn split_at_max_size(&mut self, mut b: Batch) -> Batch {
+        let Some(max) = self.facility.max_size else {
+            return b;
+        };
+        if self.ctx.compressor.compress_on_write || b.ends.len() != b.count as usize {
+            return b;
+        }
+        loop {
+            let used = self.size + self.pending_bytes as u64;
+            let need = max.saturating_sub(used);
+            let idx = b.ends.partition_point(|&e| (e as u64) < need);
+            if idx + 1 >= b.ends.len() {
+                return b; // crossing at the last message, or not at all
+            }
+            let cut = b.ends[idx];
+            let tail = Batch {
+                facility: b.facility.clone(),
+                data: b.data.split_off(cut as usize),
+                count: b.count - (idx as u32 + 1),
+                ends: b.ends[idx + 1..].iter().map(|e| e - cut).collect(),
+            };
+            b.count = idx as u32 + 1;
+            b.ends.truncate(idx + 1);
+            self.push(b);
+            self.write_out().await;
+            b = tail;
+        }
+    }
+
+    /// Hands everything pending to the OS in one vectored write (one gzip
+    /// member with `compress_on_write`).
     async fn write_out(&mut self) {
         if self.pending.is_empty() {
             return;
         }
+        if self.file.is_none() {
+            self.note_start().await;
+        }
         let pending = std::mem::take(&mut self.pending);
         let count = std::mem::take(&mut self.pending_count);
-        let bytes = std::mem::take(&mut self.pending_bytes);
+        self.pending_bytes = 0;
         let file = self.file.take();
         let path = self.path.clone();
+        let gzip = self
+            .ctx
+            .compressor
+            .compress_on_write
+            .then_some(self.ctx.compressor.level);
         let result = tokio::task::spawn_blocking(move || {
             let mut file = match file {
                 Some(f) => f,
                 None => open_append(&path)?,
             };
+            match gzip {
+                Some(level) => {
+                    let mut enc = flate2::write::GzEncoder::new(
+                        Vec::new(),
+                        flate2::Compression::new(level.min(9)),
+                    );
+                    for b in &pending {
+                        enc.write_all(b)?;
+                    }
+                    file.write_all(&enc.finish()?)?;
+                }
+                None => write_all_vectored(&mut file, &pending)?,
+            }
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-            write_all_vectored(&mut file, &pending)?;
             Ok::<_, io::Error>((file, size))
         })
         .await;
         match result {
-            Ok(Ok((file, size_before))) => {
-                self.size = size_before + bytes as u64;
+            Ok(Ok((file, size))) => {
+                self.size = size;
                 self.file = Some(file);
                 self.ctx.stats.written.fetch_add(count as u64, Relaxed);
                 if let Some(max) = self.facility.max_size {
@@ -177,11 +236,112 @@ impl LogFile {
         }
     }
 
-    /// Rotation hook: closes the live file so the next write starts a new one.
+    /// Records when the live file was started, the first time this daemon
+    /// opens it (a file left by an earlier run keeps its recorded start).
+    async fn note_start(&mut self) {
+        let path = self.path.clone();
+        let state = self.ctx.state.clone();
+        let known = lock(&state).get(&path).is_some();
+        if known {
+            return;
+        }
+        let started = tokio::task::spawn_blocking(move || {
+            let started = started_on_disk(&path)
+                .ok()
+                .flatten()
+                .unwrap_or_else(Local::now);
+            let mut db = lock(&state);
+            db.set(&path, FileState::new(started));
+            if let Err(err) = db.save() {
+                warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
+            }
+            started
+        })
+        .await;
+        if started.is_ok() {
+            self.ctx.new_file.notify_one();
+        }
+    }
+
+    /// Rotates now: the live file becomes a backup named after the time it
+    /// was started, the state moves on, and compression plus retention run
+    /// in the background. An empty or missing file only moves the state on.
     async fn rotate(&mut self) {
         self.close().await;
         self.size = 0;
+        let path = self.path.clone();
+        let state = self.ctx.state.clone();
+        let renamed = tokio::task::spawn_blocking(move || {
+            let now = Local::now();
+            let started = lock(&state).get(&path).map(|s| s.started);
+            let started = match started {
+                Some(s) => s,
+                None => started_on_disk(&path).ok().flatten().unwrap_or(now),
+            };
+            let backup = rotation::rename_live(&path, started.naive_local());
+            let mut db = lock(&state);
+            // A rename that failed leaves the file live; its start stays.
+            let next_start = if matches!(backup, Ok(Some(_))) {
+                now
+            } else {
+                started
+            };
+            db.set(
+                &path,
+                FileState {
+                    started: next_start,
+                    last_rotation: Some(now),
+                },
+            );
+            if let Err(err) = db.save() {
+                warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
+            }
+            backup
+        })
+        .await;
+        let backup = match renamed {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return,
+            Ok(Err(err)) => {
+                warn!(path = %self.path.display(), cause = %err, "rotation failed; file stays live");
+                return;
+            }
+            Err(err) => {
+                warn!(path = %self.path.display(), cause = %err, "rotation task failed");
+                return;
+            }
+        };
+        info!(path = %self.path.display(), backup = %backup.display(), "rotated");
+        self.spawn_compression(backup);
     }
+
+    /// Compresses `backup` and prunes old backups off the async workers;
+    /// a semaphore keeps compressions from taking every core.
+    fn spawn_compression(&self, backup: PathBuf) {
+        let c = &self.ctx.compressor;
+        let compress = (!c.compress_on_write).then_some((c.format, c.level));
+        let keep = self.facility.backup_count as usize;
+        let live = self.path.clone();
+        let permits = self.ctx.compressions.clone();
+        self.ctx.compress_tracker.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let job = tokio::task::spawn_blocking(move || {
+                rotation::compress_and_prune(&live, &backup, compress, keep)
+            });
+            match job.await {
+                Ok(Ok(done)) => debug!(backup = %done.backup.display(), pruned = done.pruned.len(), "backup compressed"),
+                Ok(Err(err)) => warn!(cause = %err, "backup compression failed; redone at next start"),
+                Err(err) => warn!(cause = %err, "backup compression task failed"),
+            }
+        });
+    }
+}
+
+/// Locks the state, recovering from a poisoned lock (the data is plain).
+fn lock(state: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Opens (creating) the live file for appending, and its app directory.

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{CompressorSection, Facility};
+use crate::rotation::StateDb;
 use crate::stats::{RateLimit, Stats};
 
 /// Batches a file's queue may hold before readers wait. Each batch is at
@@ -34,6 +35,10 @@ pub struct Batch {
     pub data: Vec<u8>,
     /// How many messages `data` holds.
     pub count: u32,
+    /// End offset of each message in `data`, kept only for facilities with
+    /// `max_size` (empty otherwise), so a size rotation can cut between the
+    /// message that crosses the limit and the next one.
+    pub ends: Vec<u32>,
 }
 
 /// What a writer task can be asked to do.
@@ -59,6 +64,14 @@ pub struct WriterCtx {
     pub compressor: CompressorSection,
     /// Tracks writer tasks so shutdown can wait for their final flush.
     pub tracker: TaskTracker,
+    /// When each live file was started and last rotated (saved in workdir).
+    pub state: Arc<Mutex<StateDb>>,
+    /// Bounds concurrent backup compressions (they are CPU-bound).
+    pub compressions: Arc<Semaphore>,
+    /// Tracks compression jobs, so shutdown can let them finish in time.
+    pub compress_tracker: TaskTracker,
+    /// Wakes the rotation scheduler when a new live file appears.
+    pub new_file: Arc<Notify>,
 }
 
 /// The registry of writer tasks, keyed by output path.

@@ -1,0 +1,171 @@
+//! The rotation scheduler: sleeps until the earliest scheduled rotation of
+//! any live file is due, then asks that file's writer to rotate, so files
+//! rotate on time even when no message arrives (the old daemon only rotated
+//! on the next write).
+//!
+//! Due times come from the state in `workdir`: a schedule fires when its next
+//! time after the file's last rotation (or its start) has passed, so a
+//! restart neither skips nor repeats a rotation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::{Facility, FacilityDb};
+use crate::processor::Pipeline;
+use crate::rotation::{started_on_disk, FileState};
+use crate::writer::Command;
+
+/// Re-plan at least this often, so a wall-clock jump (NTP, suspend) is
+/// noticed even while sleeping towards a far rotation.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// How long to wait for a busy writer to confirm a rotation.
+const ROTATE_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs until `token` is cancelled.
+pub async fn run(pipeline: Arc<Pipeline>, token: CancellationToken) {
+    let mut facilities = pipeline.facilities.clone();
+    let new_file = pipeline.writers.ctx().new_file.clone();
+    let first = facilities.borrow_and_update().clone();
+    adopt_existing_files(&pipeline, &first).await;
+    loop {
+        let db = facilities.borrow_and_update().clone();
+        let now = Local::now();
+        let mut next: Option<DateTime<Local>> = None;
+        for (path, facility, due) in plan(&pipeline, &db) {
+            if due <= now {
+                rotate(&pipeline, &path, &facility).await;
+            } else if next.is_none_or(|n| due < n) {
+                next = Some(due);
+            }
+        }
+        let sleep = next
+            .and_then(|n| (n - Local::now()).to_std().ok())
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = new_file.notified() => {}
+            changed = facilities.changed() => {
+                // The sender only goes away at shutdown.
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = token.cancelled() => return,
+        }
+    }
+}
+
+/// Every live file with a time schedule and when it is next due.
+fn plan(pipeline: &Pipeline, db: &FacilityDb) -> Vec<(PathBuf, Arc<Facility>, DateTime<Local>)> {
+    let state = pipeline.writers.ctx().state.clone();
+    let state = state.lock().unwrap_or_else(|e| e.into_inner());
+    state
+        .iter()
+        .filter_map(|(path, st)| {
+            let facility = facility_for_path(db, &pipeline.logdir, pipeline.file_ext, path)?;
+            let base = st.last_rotation.unwrap_or(st.started).max(st.started);
+            let due = facility.rotate.next_after(&base)?;
+            Some((path.to_path_buf(), facility.clone(), due))
+        })
+        .collect()
+}
+
+async fn rotate(pipeline: &Pipeline, path: &Path, facility: &Arc<Facility>) {
+    let Some(tx) = pipeline.writers.sender(path, facility) else {
+        return; // shutting down
+    };
+    let (reply, done) = oneshot::channel();
+    if tx.send(Command::Rotate(Some(reply))).await.is_err() {
+        return;
+    }
+    debug!(path = %path.display(), "scheduled rotation");
+    if tokio::time::timeout(ROTATE_REPLY_TIMEOUT, done)
+        .await
+        .is_err()
+    {
+        warn!(path = %path.display(), "writer did not confirm the rotation in time");
+    }
+}
+
+/// Finds which configured facility writes `path` (`{logdir}/{app}/{name}`),
+/// preferring the longest module match for file-per-host names.
+pub fn facility_for_path<'a>(
+    db: &'a FacilityDb,
+    logdir: &Path,
+    ext: &str,
+    path: &Path,
+) -> Option<&'a Arc<Facility>> {
+    let rel = path.strip_prefix(logdir).ok()?;
+    let mut parts = rel.components();
+    let app = parts.next()?.as_os_str().to_str()?;
+    let name = parts.next()?.as_os_str().to_str()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    db.iter()
+        .filter(|f| f.app_id == app)
+        .filter(|f| {
+            if f.file_per_host {
+                stem.strip_suffix(f.file_stem())
+                    .is_some_and(|host| host.len() > 1 && host.ends_with('-'))
+            } else {
+                stem == f.file_stem()
+            }
+        })
+        .max_by_key(|f| (!f.file_per_host, f.file_stem().len()))
+}
+
+/// Live files already on disk (from an earlier run, or the old daemon)
+/// that the state does not know get an entry, so they rotate on schedule
+/// without waiting for a message.
+async fn adopt_existing_files(pipeline: &Arc<Pipeline>, db: &Arc<FacilityDb>) {
+    let logdir = pipeline.logdir.clone();
+    let ext = pipeline.file_ext;
+    let state = pipeline.writers.ctx().state.clone();
+    let db = db.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let mut found = Vec::new();
+        let mut apps: Vec<&str> = db.iter().map(|f| f.app_id.as_str()).collect();
+        apps.dedup();
+        for app in apps {
+            let Ok(entries) = std::fs::read_dir(logdir.join(app)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
+                if is_file && facility_for_path(&db, &logdir, ext, &path).is_some() {
+                    found.push(path);
+                }
+            }
+        }
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut added = 0;
+        for path in found {
+            if st.get(&path).is_none() {
+                if let Ok(Some(started)) = started_on_disk(&path) {
+                    st.set(&path, FileState::new(started));
+                    added += 1;
+                }
+            }
+        }
+        if added > 0 {
+            if let Err(err) = st.save() {
+                warn!(cause = %err, "cannot save rotation state");
+            }
+        }
+    })
+    .await;
+    if let Err(err) = res {
+        warn!(cause = %err, "scanning existing log files failed");
+    }
+}
