@@ -110,6 +110,8 @@ pub struct Processor {
     transport: Transport,
     counts: Counts,
     pending_bytes: usize,
+    /// The last (app_id, module) looked up and its facility.
+    last_route: Option<(Box<str>, Box<str>, Arc<Facility>)>,
 }
 
 // === impl Processor ===
@@ -134,6 +136,7 @@ impl Processor {
             transport,
             counts: Counts::default(),
             pending_bytes: 0,
+            last_route: None,
         }
     }
 
@@ -152,6 +155,7 @@ impl Processor {
         if self.facilities.has_changed().unwrap_or(false) {
             self.db = self.facilities.borrow_and_update().clone();
             self.routes.clear();
+            self.last_route = None;
         } else if self.routes.len() > MAX_ROUTES {
             self.routes.clear();
         }
@@ -208,12 +212,22 @@ impl Processor {
             .map_err(Reject::Frame)?;
         let msg = Message::decode(payload).map_err(Reject::Message)?;
         self.counts.received += 1;
-        let Some(facility) = self.db.lookup(&msg.app_id, msg.module_path()) else {
-            self.counts.unknown_app += 1;
-            if let Some(suppressed) = self.pipeline.limiter.check() {
-                warn!(peer = %self.peer, app_id = %msg.app_id, suppressed, "dropped message for an app with no facility");
+        let module = msg.module_path();
+        let facility = match &self.last_route {
+            // Connections mostly repeat one app and module: two short
+            // compares instead of hashing both names for every message.
+            Some((app, m, f)) if **app == *msg.app_id && **m == *module => f.clone(),
+            _ => {
+                let Some(f) = self.db.lookup(&msg.app_id, module) else {
+                    self.counts.unknown_app += 1;
+                    if let Some(suppressed) = self.pipeline.limiter.check() {
+                        warn!(peer = %self.peer, app_id = %msg.app_id, suppressed, "dropped message for an app with no facility");
+                    }
+                    return Ok(());
+                };
+                self.last_route = Some((msg.app_id.as_ref().into(), module.into(), f.clone()));
+                f.clone()
             }
-            return Ok(());
         };
         if let Some(secret) = &facility.secret {
             if let Err(err) = auth::verify(secret, &msg) {
@@ -228,7 +242,6 @@ impl Processor {
             Some(h) if !h.is_empty() => h,
             _ => &self.peer_text,
         };
-        let facility = facility.clone();
         let idx = route_index(&mut self.routes, &self.pipeline, &facility, host);
         let route = &mut self.routes[idx];
         let before = route.buf.len();
