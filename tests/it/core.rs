@@ -942,6 +942,24 @@ fn check_config_good_prints_facilities() {
         !out.stdout.contains("daily ;") && !out.stdout.contains("at midnight"),
         "inline comment must be stripped: {out:?}"
     );
+    // SPEC §7: the next three rotation times, ISO 8601: for `hourly`, one hour apart.
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("app:web.requests"))
+        .unwrap_or_else(|| panic!("no line for app:web.requests: {out:?}"));
+    let times: Vec<chrono::DateTime<chrono::FixedOffset>> = line
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .collect();
+    assert_eq!(times.len(), 3, "three ISO 8601 times with offset: {line}");
+    for w in times.windows(2) {
+        assert_eq!(w[1] - w[0], chrono::Duration::hours(1), "{line}");
+    }
+    assert!(
+        times[0] > chrono::Local::now(),
+        "next times are in the future: {line}"
+    );
     assert!(
         !setup.pidfile().exists(),
         "--check-config does not start the daemon"
@@ -1274,4 +1292,109 @@ fn sighup_during_burst_loses_nothing() {
     check_burst(&lines, 3, 20_000);
     d.stop();
     check_burst(&wait_for_lines(&path, 60_000, DEADLINE), 3, 20_000);
+}
+
+// === time, sizes, partial reads ===
+
+#[test]
+fn timestamp_is_local_time_honouring_tz() {
+    // A zone with a fixed, non-whole-hour offset and no DST: +05:30.
+    let setup = Setup::new().env("TZ", "Asia/Kolkata");
+    let d = Daemon::start(&setup);
+    let offset = chrono::FixedOffset::east_opt(5 * 3600 + 30 * 60).unwrap();
+    let before = chrono::Utc::now().with_timezone(&offset).naive_local();
+    send_tcp(d.tcp_addr(), &simple("app", "tz"));
+    let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    let after = chrono::Utc::now().with_timezone(&offset).naive_local();
+    let (ts, _, _) = parse_line(&lines[0]);
+    let t = chrono::NaiveDateTime::parse_from_str(&ts, "%Y-%m-%d %H:%M:%S%.6f").unwrap();
+    assert!(
+        before - chrono::Duration::seconds(1) <= t && t <= after + chrono::Duration::seconds(1),
+        "timestamp {ts} is not local time in TZ=Asia/Kolkata ({before} .. {after})"
+    );
+}
+
+#[test]
+fn udp_datagram_larger_than_8k_is_accepted() {
+    // The old daemon read at most 8 KiB per datagram; the cap is now max_msg_size.
+    let setup = Setup::new();
+    let d = Daemon::start(&setup);
+    let body = "u".repeat(30_000);
+    send_udp(d.udp_addr(), &[simple("app", &body)]);
+    let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), [body]);
+}
+
+#[test]
+fn frames_split_into_single_bytes_are_reassembled() {
+    let setup = Setup::new();
+    let d = Daemon::start(&setup);
+    let mut bytes = simple("app", "split one");
+    bytes.extend(frame("app", "web", "split two", &Opts::compressed()));
+    bytes.extend(simple("app", "split three"));
+    let mut s = connect(d.tcp_addr());
+    s.set_nodelay(true).unwrap();
+    for b in &bytes {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    drop(s);
+    let lines = wait_for_lines(&setup.log("app/root.log"), 2, DEADLINE);
+    assert_eq!(bodies(&lines), ["split one", "split three"]);
+    let web = wait_for_lines(&setup.log("app/web.log"), 1, DEADLINE);
+    assert_eq!(bodies(&web), ["split two"]);
+}
+
+#[test]
+fn default_max_msg_size_is_65536() {
+    let setup = Setup::new();
+    let d = Daemon::start(&setup);
+    let mut p = Vec::new();
+    message("app", "", "", &Opts::default()).encode(&mut p);
+    let body = "m".repeat(65536 - p.len());
+    let mut p = Vec::new();
+    message("app", "", &body, &Opts::default()).encode(&mut p);
+    assert_eq!(p.len(), 65536);
+    let mut s = connect(d.tcp_addr());
+    s.write_all(&payload_frame(&p, 0)).unwrap();
+    let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), [body.as_str()]);
+    // One byte more and the connection is closed.
+    s.write_all(&raw_frame(65537, 0, b"{")).unwrap();
+    wait_closed_by_peer(&mut s);
+}
+
+#[test]
+fn bad_frame_logging_is_rate_limited() {
+    let setup = Setup::new();
+    let mut d = Daemon::start(&setup);
+    let before = d.stderr_text().lines().count();
+    // 10,000 bad frames on one connection, 100 bad datagrams (few enough
+    // that the kernel's receive buffer holds them), then good ones.
+    let mut bytes = Vec::new();
+    for _ in 0..10_000 {
+        bytes.extend(payload_frame(b"{not json", 0));
+    }
+    bytes.extend(simple("app", "after the flood"));
+    send_tcp(d.tcp_addr(), &bytes);
+    let dgrams: Vec<Vec<u8>> = (0..100).map(|_| payload_frame(b"[]", 0)).collect();
+    send_udp(d.udp_addr(), &dgrams);
+    send_udp(d.udp_addr(), &[simple("app", "udp after the flood")]);
+    let lines = wait_for_lines(&setup.log("app/root.log"), 2, DEADLINE);
+    let mut b = bodies(&lines);
+    b.sort();
+    assert_eq!(b, ["after the flood", "udp after the flood"]);
+    let err = d.stop();
+    let logged = err.lines().count() - before;
+    assert!(
+        logged < 200,
+        "10,100 bad frames produced {logged} log lines; the log must be rate-limited"
+    );
+    // Every bad frame is still counted (UDP may drop under overload, and
+    // counts what it drops).
+    assert_eq!(
+        d.stat("bad_frames") + d.stat("udp_dropped"),
+        10_100,
+        "{}",
+        err.lines().last().unwrap_or("")
+    );
 }

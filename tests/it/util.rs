@@ -56,6 +56,8 @@ pub struct Setup {
     listen_ipv4: String,
     /// `[server] listen_ipv6`.
     listen_ipv6: String,
+    /// Extra environment variables for the daemon (e.g. `TZ`).
+    env: Vec<(String, String)>,
 }
 
 impl Default for Setup {
@@ -79,7 +81,14 @@ impl Setup {
             conf_extra: String::new(),
             listen_ipv4: "127.0.0.1:0".to_string(),
             listen_ipv6: String::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the daemon.
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Replaces `[server] listen_ipv4` and `listen_ipv6`.
@@ -183,6 +192,7 @@ impl Setup {
         let mut cmd = Command::new(bin());
         cmd.arg("-c").arg(self.conf_path()).args(args);
         cmd.env("NO_COLOR", "1").stdin(Stdio::null());
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         run_with_deadline(cmd)
     }
 }
@@ -349,6 +359,7 @@ impl Daemon {
             .arg(setup.conf_path())
             .args(args)
             .env("NO_COLOR", "1")
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
