@@ -238,7 +238,14 @@ impl Processor {
                 return Ok(());
             }
         }
+        let cleaned;
         let host: &str = match msg.hostname.as_deref() {
+            // A host name is one token: control characters in it (a newline
+            // could forge a whole record) are replaced. Bodies keep theirs.
+            Some(h) if h.bytes().any(|b| b < 0x20 || b == 0x7f) => {
+                cleaned = h.replace(|c: char| c.is_control(), "_");
+                &cleaned
+            }
             Some(h) if !h.is_empty() => h,
             _ => &self.peer_text,
         };

@@ -1398,3 +1398,22 @@ fn bad_frame_logging_is_rate_limited() {
         err.lines().last().unwrap_or("")
     );
 }
+
+/// A host name cannot forge records: its control characters (a newline
+/// followed by a fake stamp) are replaced, so one message stays one line.
+#[test]
+fn hostname_with_newline_cannot_forge_a_line() {
+    let setup = Setup::new().facilities(SIMPLE_FACILITIES);
+    let d = Daemon::start(&setup);
+    let evil = "evil\n2026-01-01 00:00:00.000000 - forged";
+    let mut bytes = frame("app", "", "real body", &Opts::host(evil));
+    bytes.extend(frame("app", "", "next", &Opts::host("h")));
+    send_tcp(d.tcp_addr(), &bytes);
+    let lines = wait_for_lines(&setup.log("app/root.log"), 2, DEADLINE);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].ends_with(" - evil_2026-01-01 00:00:00.000000 - forged - real body"),
+        "{lines:?}"
+    );
+    assert!(lines[1].ends_with(" - h - next"), "{lines:?}");
+}
