@@ -11,3 +11,6 @@ mod core;
 
 #[path = "it/compat.rs"]
 mod compat;
+
+#[path = "it/tls.rs"]
+mod tls;
