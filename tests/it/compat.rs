@@ -172,6 +172,11 @@ fn run_mode(mode: &str) {
     assert_eq!(d.stat("written"), total);
     if tls {
         assert_eq!(d.stat("tls_refused"), 0, "a Python TLS connection was refused");
+        let err = d.stderr_text();
+        assert!(
+            !err.contains("connection closed on error"),
+            "the Python client's close (no close_notify) was logged as an error:\n{err}"
+        );
     }
     if signed {
         assert_eq!(

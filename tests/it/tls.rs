@@ -269,10 +269,33 @@ fn tls_client_delivers_exactly_once_and_server_sends_nothing() {
         .find(|l| l.contains("tls client authenticated") && l.contains(&format!(":{port}")))
         .unwrap_or_else(|| panic!("no `tls client authenticated` line for port {port}:\n{err}"));
     assert!(auth.contains("client"), "{auth}");
+    // Closing without close_notify is how every LogHog client closes: a
+    // normal end, not an error worth a warning per connection.
+    assert!(
+        !err.contains("connection closed on error"),
+        "a clean LogHog close was logged as an error:\n{err}"
+    );
 }
 
 fn read_lines(path: &Path) -> Vec<String> {
     read(path).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn tls_close_inside_a_frame_is_still_reported() {
+    // Without close_notify a close is a normal end (see the test above), so
+    // the framing must be what catches a connection cut inside a frame.
+    let setup = tls_setup();
+    let mut d = Daemon::start(&setup);
+    let mut c = TlsClient::connect(d.tls_addr(), good_config()).expect("handshake");
+    let last = simple("app", "cut short");
+    c.send(&simple("app", "whole")).unwrap();
+    c.send(&last[..last.len() - 3]).unwrap();
+    assert_eq!(c.finish(), 0);
+    d.wait_for_log("connection closed inside a frame");
+    wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    d.stop();
+    assert_eq!(bodies(&read_lines(&setup.log("app/root.log"))), ["whole"]);
 }
 
 #[test]
