@@ -171,7 +171,11 @@ fn run_mode(mode: &str) {
     let total = COUNT as u64 + 4;
     assert_eq!(d.stat("written"), total);
     if tls {
-        assert_eq!(d.stat("tls_refused"), 0, "a Python TLS connection was refused");
+        assert_eq!(
+            d.stat("tls_refused"),
+            0,
+            "a Python TLS connection was refused"
+        );
         let err = d.stderr_text();
         assert!(
             !err.contains("connection closed on error"),

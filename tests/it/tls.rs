@@ -199,10 +199,15 @@ impl TlsClient {
         let mut after = Vec::new();
         match raw.read_to_end(&mut after) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
                 panic!("daemon did not close the TLS connection within {DEADLINE:?} after our FIN")
             }
-            Err(e) => panic!("reading to the daemon's close: {e} (after {} bytes)", after.len()),
+            Err(e) => panic!(
+                "reading to the daemon's close: {e} (after {} bytes)",
+                after.len()
+            ),
         }
         after.len()
     }
@@ -233,7 +238,9 @@ fn refusal_line(d: &Daemon, port: u16) -> String {
             return line.to_string();
         }
         if start.elapsed() > DEADLINE {
-            panic!("no `tls handshake refused` line for {peer} within {DEADLINE:?}; stderr:\n{text}");
+            panic!(
+                "no `tls handshake refused` line for {peer} within {DEADLINE:?}; stderr:\n{text}"
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -259,7 +266,11 @@ fn tls_client_delivers_exactly_once_and_server_sends_nothing() {
     wait_for_lines(&setup.log("app/web.log"), 1, DEADLINE);
     let err = d.stop();
     assert_eq!(bodies(&lines), bodies_of(0..50, "tls "));
-    assert_eq!(parse_line(&lines[0]).1, "127.0.0.1", "hostname is the peer IP");
+    assert_eq!(
+        parse_line(&lines[0]).1,
+        "127.0.0.1",
+        "hostname is the peer IP"
+    );
     assert_eq!(bodies(&read_lines(&setup.log("app/web.log"))), ["tls web"]);
     assert_eq!(d.stat("written"), 51);
     assert_eq!(d.stat("tls_refused"), 0);
@@ -306,7 +317,11 @@ fn tls12_only_client_works() {
     let mut c = TlsClient::connect(d.tls_addr(), config).expect("TLS 1.2 handshake");
     assert_eq!(c.version(), Some(ProtocolVersion::TLSv1_2));
     c.send(&batch("tls12 ", 0..20)).unwrap();
-    assert_eq!(c.finish(), 0, "server sent bytes after the TLS 1.2 handshake");
+    assert_eq!(
+        c.finish(),
+        0,
+        "server sent bytes after the TLS 1.2 handshake"
+    );
     let lines = wait_for_lines(&setup.log("app/root.log"), 20, DEADLINE);
     d.stop();
     assert_eq!(bodies(&lines), bodies_of(0..20, "tls12 "));
@@ -451,7 +466,9 @@ fn silent_peer_is_dropped_after_the_handshake_timeout() {
     wait_for_lines(&setup.log("app/root.log"), 100, DEADLINE);
 
     // HANDSHAKE_TIMEOUT (src/server/tcp.rs) is 10 s; allow twice that.
-    silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut buf = [0u8; 256];
     let r = silent.read(&mut buf);
     let waited = started.elapsed();
@@ -480,17 +497,32 @@ fn silent_peer_is_dropped_after_the_handshake_timeout() {
 fn bad_tls_files_are_config_errors_naming_the_file() {
     let garbage_cert = "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n";
     // (name, [server] lines given the temp dir, what stderr must name, extra words)
-    type Case = (&'static str, fn(&Path) -> String, fn(&Path) -> String, &'static [&'static str]);
+    type Case = (
+        &'static str,
+        fn(&Path) -> String,
+        fn(&Path) -> String,
+        &'static [&'static str],
+    );
     let cases: Vec<Case> = vec![
         (
             "pemfile not set",
-            |_| format!("listen_ipv4_ssl = 127.0.0.1:0\ncacert = {}", cert("loghog-ca.cert").display()),
+            |_| {
+                format!(
+                    "listen_ipv4_ssl = 127.0.0.1:0\ncacert = {}",
+                    cert("loghog-ca.cert").display()
+                )
+            },
             |root| format!("{}", root.join("loghogd.conf").display()),
             &["pemfile"],
         ),
         (
             "cacert not set",
-            |_| format!("listen_ipv4_ssl = 127.0.0.1:0\npemfile = {}", cert("loghog-server.pem").display()),
+            |_| {
+                format!(
+                    "listen_ipv4_ssl = 127.0.0.1:0\npemfile = {}",
+                    cert("loghog-server.pem").display()
+                )
+            },
             |root| format!("{}", root.join("loghogd.conf").display()),
             &["cacert"],
         ),
@@ -554,9 +586,15 @@ fn bad_tls_files_are_config_errors_naming_the_file() {
                 "{name} {args:?}: want exit {EX_CONFIG}\n{out:?}"
             );
             let text = out.all();
-            assert!(text.contains(&file), "{name} {args:?}: does not name {file}\n{out:?}");
+            assert!(
+                text.contains(&file),
+                "{name} {args:?}: does not name {file}\n{out:?}"
+            );
             for w in words {
-                assert!(text.contains(w), "{name} {args:?}: does not say {w:?}\n{out:?}");
+                assert!(
+                    text.contains(w),
+                    "{name} {args:?}: does not say {w:?}\n{out:?}"
+                );
             }
             assert!(
                 !setup.0.pidfile().exists(),
@@ -641,7 +679,10 @@ fn sighup_reloads_certificates_and_keeps_them_when_broken() {
     std::fs::write(&pem, "garbage\n").unwrap();
     d.signal("HUP");
     let err = d.wait_for_log("tls reload failed");
-    let failed = err.lines().find(|l| l.contains("tls reload failed")).unwrap();
+    let failed = err
+        .lines()
+        .find(|l| l.contains("tls reload failed"))
+        .unwrap();
     assert!(
         failed.contains(&pem.display().to_string()),
         "reload error does not name the file: {failed}"
@@ -683,7 +724,9 @@ fn two_hundred_concurrent_connections_keep_order() {
                 // All 200 are connected before anyone sends.
                 barrier.wait();
                 for i in 0..EACH {
-                    client.send(&simple("app", &format!("seq={c}:{i}"))).unwrap();
+                    client
+                        .send(&simple("app", &format!("seq={c}:{i}")))
+                        .unwrap();
                 }
                 client.finish()
             })
@@ -733,7 +776,11 @@ fn never_reading_client_loses_nothing() {
     c.send(&chunk).unwrap();
     // Everything the server sent after the handshake would be in our receive
     // buffer by now (tickets go out right after the client's Finished).
-    assert_eq!(c.unread_from_server(), 0, "server sent bytes after the handshake");
+    assert_eq!(
+        c.unread_from_server(),
+        0,
+        "server sent bytes after the handshake"
+    );
     assert_eq!(c.tls.sock.read, c.handshake_bytes);
     // Close at once: no close_notify, no waiting for the server.
     drop(c);
@@ -779,7 +826,10 @@ fn cert_scripts_make_working_certificates() {
     let out = run_with_deadline(cmd);
     assert!(!out.status.success(), "overwrote without --force\n{out:?}");
     assert!(out.stderr.contains("already exists"), "{out:?}");
-    assert_eq!(std::fs::read(dir.join("loghog-ca.cert")).unwrap(), ca_before);
+    assert_eq!(
+        std::fs::read(dir.join("loghog-ca.cert")).unwrap(),
+        ca_before
+    );
 
     // The client script finds the CA in the current directory by default…
     run_script(dir, "loghog-client-cert", &["alice"]);
@@ -787,24 +837,35 @@ fn cert_scripts_make_working_certificates() {
     let mut cmd = Command::new(script("loghog-client-cert"));
     cmd.arg("alice").current_dir(dir);
     let out = run_with_deadline(cmd);
-    assert!(!out.status.success(), "overwrote alice.pem without --force\n{out:?}");
+    assert!(
+        !out.status.success(),
+        "overwrote alice.pem without --force\n{out:?}"
+    );
     assert!(out.stderr.contains("already exists"), "{out:?}");
     run_script(dir, "loghog-client-cert", &["--force", "alice"]);
     // …or in the given directory, from elsewhere.
     let elsewhere = dir.join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
-    run_script(&elsewhere, "loghog-client-cert", &["bob", dir.to_str().unwrap(), "loghog"]);
+    run_script(
+        &elsewhere,
+        "loghog-client-cert",
+        &["bob", dir.to_str().unwrap(), "loghog"],
+    );
     assert_eq!(mode_of(&elsewhere.join("bob.pem")), 0o600);
     // Without a CA there, it says where it looked.
     let mut cmd = Command::new(script("loghog-client-cert"));
-    cmd.args(["carol", elsewhere.to_str().unwrap()]).current_dir(&elsewhere);
+    cmd.args(["carol", elsewhere.to_str().unwrap()])
+        .current_dir(&elsewhere);
     let out = run_with_deadline(cmd);
     assert!(!out.status.success(), "{out:?}");
     assert!(out.stderr.contains("CA not found"), "{out:?}");
 
     // --force replaces the CA (new key and certificate).
     run_script(dir, "loghog-server-cert", &["--force"]);
-    assert_ne!(std::fs::read(dir.join("loghog-ca.cert")).unwrap(), ca_before);
+    assert_ne!(
+        std::fs::read(dir.join("loghog-ca.cert")).unwrap(),
+        ca_before
+    );
     run_script(dir, "loghog-client-cert", &["--force", "alice"]);
 
     // The result works end to end.
@@ -814,7 +875,12 @@ fn cert_scripts_make_working_certificates() {
     ));
     let mut d = Daemon::start(&setup);
     let ca = dir.join("loghog-ca.cert");
-    deliver(d.tls_addr(), client_config(&dir.join("alice.pem"), &ca), "alice ", 5);
+    deliver(
+        d.tls_addr(),
+        client_config(&dir.join("alice.pem"), &ca),
+        "alice ",
+        5,
+    );
     // bob's CA was replaced by --force: refused. The new CA has the same
     // name as the one that signed bob, so webpki finds it as the issuer and
     // then fails the signature check.
@@ -850,7 +916,12 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 #[ignore = "measurement; prints handshakes/s"]
 fn handshake_rate() {
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let n = env("LOGHOG_HANDSHAKES", 2000);
     let threads = env("LOGHOG_HANDSHAKE_THREADS", 1);
     let setup = tls_setup();
