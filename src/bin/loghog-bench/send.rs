@@ -332,9 +332,9 @@ fn write_slices(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     w.flush()
 }
 
-fn drain_until_eof<R: Read + ?Sized>(r: &mut R) -> io::Result<()>
+fn drain_until_eof<R>(r: &mut R) -> io::Result<()>
 where
-    R: AsSocket,
+    R: Read + AsSocket + ?Sized,
 {
     r.set_close_timeout()?;
     let mut buf = [0u8; 4096];
