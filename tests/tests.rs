@@ -14,3 +14,6 @@ mod compat;
 
 #[path = "it/ownlog.rs"]
 mod ownlog;
+
+#[path = "it/tls.rs"]
+mod tls;

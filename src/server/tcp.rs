@@ -2,11 +2,15 @@
 //! (e.g. out of file descriptors) back off instead of spinning, and each
 //! connection runs in its own task whose errors are logged there.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -127,11 +131,38 @@ async fn handle(
                 info!(client = %subject, "tls client authenticated");
             }
             let proc = Processor::new(pipeline.clone(), peer.ip(), Transport::Tls);
-            connection::serve(stream, proc, &pipeline, token).await
+            connection::serve(CloseNotifyOptional(stream), proc, &pipeline, token).await
         }
     };
     match result {
         Ok(()) => debug!("closed"),
         Err(err) => warn!(cause = %err, "connection closed on error"),
+    }
+}
+
+// === impl CloseNotifyOptional ===
+
+/// A TLS stream whose end without a `close_notify` is a plain EOF.
+///
+/// LogHog clients (the Python `loghog` client included) close the socket
+/// without a `close_notify`; rustls reports that as `UnexpectedEof`, which
+/// would log every normal close as an error. The wire framing is
+/// length-prefixed, so a cut inside a frame is still caught by
+/// `connection::serve` (`Truncated`), as on plain TCP.
+struct CloseNotifyOptional<S>(S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for CloseNotifyOptional<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.0).poll_read(cx, buf) {
+            // Nothing was put in `buf`, so Ok reads as EOF.
+            Poll::Ready(Err(err)) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Compatibility with the REAL published Python client (`loghog` 0.7 from
-//! PyPI), over TCP, UDP, TCP with zlib compression and TCP with signing.
+//! PyPI), over TCP, UDP, TCP with zlib compression and TCP with signing, and
+//! the same three stream modes over TLS (`ssl_info`, SPEC §9).
 //!
 //! `scripts/test` creates the venv and exports `LOGHOG_PYTHON`. Without it
 //! these tests fail (always under `CI`); outside CI they can be skipped only
@@ -72,13 +73,30 @@ fn records(text: &str) -> Vec<(String, String)> {
     out
 }
 
+/// `tests/certs/{name}`.
+fn cert(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/certs")
+        .join(name)
+}
+
 fn run_mode(mode: &str) {
     let Some(py) = python() else { return };
-    let signed = mode == "tcp-signed";
-    let setup = Setup::new().facilities(&facilities(signed.then_some(SECRET)));
+    let signed = mode.ends_with("-signed");
+    let tls = mode.starts_with("tls");
+    let mut setup = Setup::new().facilities(&facilities(signed.then_some(SECRET)));
+    if tls {
+        setup = setup.server_extra(&format!(
+            "listen_ipv4_ssl = 127.0.0.1:0\npemfile = {}\ncacert = {}",
+            cert("loghog-server.pem").display(),
+            cert("loghog-ca.cert").display()
+        ));
+    }
     let mut d = Daemon::start(&setup);
     let port = if mode == "udp" {
         d.udp_addr().port()
+    } else if tls {
+        d.tls_addr().port()
     } else {
         d.tcp_addr().port()
     };
@@ -88,6 +106,12 @@ fn run_mode(mode: &str) {
         .args(["--count", &COUNT.to_string()]);
     if signed {
         cmd.args(["--secret", SECRET]);
+    }
+    if tls {
+        cmd.arg("--pemfile")
+            .arg(cert("client.pem"))
+            .arg("--cacert")
+            .arg(cert("loghog-ca.cert"));
     }
     let out = run_with_deadline(cmd);
     assert!(
@@ -146,6 +170,18 @@ fn run_mode(mode: &str) {
     );
     let total = COUNT as u64 + 4;
     assert_eq!(d.stat("written"), total);
+    if tls {
+        assert_eq!(
+            d.stat("tls_refused"),
+            0,
+            "a Python TLS connection was refused"
+        );
+        let err = d.stderr_text();
+        assert!(
+            !err.contains("connection closed on error"),
+            "the Python client's close (no close_notify) was logged as an error:\n{err}"
+        );
+    }
     if signed {
         assert_eq!(
             d.stat("received"),
@@ -173,4 +209,19 @@ fn python_client_tcp_compressed() {
 #[test]
 fn python_client_tcp_signed() {
     run_mode("tcp-signed");
+}
+
+#[test]
+fn python_client_tls() {
+    run_mode("tls");
+}
+
+#[test]
+fn python_client_tls_compressed() {
+    run_mode("tls-compress");
+}
+
+#[test]
+fn python_client_tls_signed() {
+    run_mode("tls-signed");
 }

@@ -340,6 +340,8 @@ pub struct Daemon {
     stdout: Captured,
     tcp: Vec<SocketAddr>,
     udp: Vec<SocketAddr>,
+    /// TLS listeners (`listen_ipv4_ssl`); empty unless configured.
+    tls: Vec<SocketAddr>,
     /// Set once the exit status has been collected.
     exited: Option<ExitStatus>,
 }
@@ -373,6 +375,7 @@ impl Daemon {
             stdout,
             tcp: Vec::new(),
             udp: Vec::new(),
+            tls: Vec::new(),
             exited: None,
         };
         let start = Instant::now();
@@ -398,6 +401,7 @@ impl Daemon {
         let text = d.stderr_text();
         d.tcp = listening(&text, "tcp");
         d.udp = listening(&text, "udp");
+        d.tls = listening(&text, "tls");
         assert!(
             !d.tcp.is_empty() && !d.udp.is_empty(),
             "no `listening on tcp|udp ADDR` lines before ready:\n{text}"
@@ -413,6 +417,14 @@ impl Daemon {
     /// The (first) UDP listener.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp[0]
+    }
+
+    /// The (first) TLS listener; panics when none was announced.
+    pub fn tls_addr(&self) -> SocketAddr {
+        *self
+            .tls
+            .first()
+            .expect("no `listening on tls ADDR` line: is listen_ipv4_ssl set?")
     }
 
     /// Every TCP listener announced.

@@ -4,6 +4,11 @@
 Run by tests/it/compat.rs as
     $LOGHOG_PYTHON tests/python/compat.py --port P --mode tcp|udp|tcp-compress|tcp-signed
         [--app pyapp] [--secret S] [--count N]
+    $LOGHOG_PYTHON tests/python/compat.py --port P --mode tls|tls-compress|tls-signed
+        --pemfile CLIENT_PEM --cacert CA_CERT [--secret S] [--count N]
+
+The tls modes pass ssl_info={'pemfile': ..., 'cacert': ...}, exactly as the
+client's users do (SPEC §9); otherwise they are the tcp modes.
 
 It logs, through the standard `logging` module and `loghog.LoghogHandler`:
   * logger 'root'               -> "root {mode}"
@@ -12,7 +17,7 @@ It logs, through the standard `logging` module and `loghog.LoghogHandler`:
   * logger 'web.requests.slow'  -> "slow {mode}\\nsecond line"
   * logger 'db'                 -> "db {mode}"
   * logger 'web'                -> "seq {mode} {i:04}" for i in 0..count
-In tcp-signed mode it also sends "forged ..." messages with a wrong secret,
+In the -signed modes it also sends "forged ..." messages with a wrong secret,
 which the daemon must not write.
 
 Exits non-zero if the client kept anything unsent in its buffer.
@@ -29,18 +34,30 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--mode", required=True, choices=["tcp", "udp", "tcp-compress", "tcp-signed"])
+    ap.add_argument(
+        "--mode",
+        required=True,
+        choices=["tcp", "udp", "tcp-compress", "tcp-signed", "tls", "tls-compress", "tls-signed"],
+    )
     ap.add_argument("--app", default="pyapp")
     ap.add_argument("--secret", default=None)
     ap.add_argument("--count", type=int, default=50)
+    ap.add_argument("--pemfile", default=None, help="client key + certificate (tls modes)")
+    ap.add_argument("--cacert", default=None, help="CA certificate (tls modes)")
     args = ap.parse_args()
 
     mode = args.mode
     stream = mode != "udp"
-    compression = mode == "tcp-compress"
-    secret = args.secret if mode == "tcp-signed" else None
-    if mode == "tcp-signed" and not secret:
-        ap.error("--mode tcp-signed needs --secret")
+    compression = mode.endswith("-compress")
+    signed = mode.endswith("-signed")
+    secret = args.secret if signed else None
+    if signed and not secret:
+        ap.error("--mode %s needs --secret" % mode)
+    ssl_info = None
+    if mode.startswith("tls"):
+        if not (args.pemfile and args.cacert):
+            ap.error("--mode %s needs --pemfile and --cacert" % mode)
+        ssl_info = {"pemfile": args.pemfile, "cacert": args.cacert}
 
     handler = LoghogHandler(
         args.app,
@@ -50,6 +67,7 @@ def main():
         secret=secret,
         compression=compression,
         hostname="pyhost",
+        ssl_info=ssl_info,
         print_debug=True,
     )
     root = logging.getLogger()
@@ -68,7 +86,7 @@ def main():
     root.removeHandler(handler)
     handler.close()
 
-    if mode == "tcp-signed":
+    if signed:
         forger = LoghogHandler(
             args.app,
             host=args.host,
@@ -76,6 +94,7 @@ def main():
             stream=True,
             secret="not-the-secret",
             hostname="pyhost",
+            ssl_info=ssl_info,
             print_debug=True,
         )
         log = logging.getLogger("forged")
