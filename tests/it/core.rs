@@ -8,7 +8,8 @@
 //! daemon is stopped (SIGTERM drains everything) before the files are read.
 
 use std::io::Write;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::util::*;
 
@@ -1416,4 +1417,79 @@ fn hostname_with_newline_cannot_forge_a_line() {
         "{lines:?}"
     );
     assert!(lines[1].ends_with(" - h - next"), "{lines:?}");
+}
+
+/// Backpressure: when the file cannot take lines as fast as they come (here
+/// the "file" is a FIFO the test drains slowly), a TCP sender is slowed down
+/// rather than anything being dropped: every message arrives, in order, and
+/// the sender could not finish long before the reader did.
+#[test]
+fn slow_disk_slows_tcp_sender_and_loses_nothing() {
+    use std::io::Read as _;
+    let setup = Setup::new().facilities(SIMPLE_FACILITIES);
+    setup.write();
+    let app_dir = setup.logdir().join("app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let fifo = app_dir.join("root.log");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let d = Daemon::start(&setup);
+
+    // ~24 MB of lines: far more than the daemon's queues and the kernel's
+    // socket and pipe buffers hold together, so the sender must wait.
+    const N: usize = 100_000;
+    let body = "x".repeat(200);
+    let addr = d.tcp_addr();
+    let sender = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        for i in 0..N {
+            bytes.extend(frame("app", "", &format!("n={i} {body}"), &Opts::default()));
+        }
+        let mut s = connect(addr);
+        s.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
+        s.write_all(&bytes)
+            .expect("sender was dropped instead of slowed");
+        Instant::now()
+    });
+
+    // Read slowly: 64 KiB every 5 ms (~13 MB/s).
+    let mut reader = std::fs::File::open(&fifo).expect("open fifo");
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut lines_seen = 0;
+    let start = Instant::now();
+    while lines_seen < N {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "only {} lines",
+            data.len()
+        );
+        let n = reader.read(&mut buf).expect("read fifo");
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        lines_seen += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        data.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reader_done = Instant::now();
+    let sent_at = sender.join().expect("sender thread");
+    let text = String::from_utf8(data).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), N);
+    for (i, l) in lines.iter().enumerate() {
+        assert!(
+            l.contains(&format!(" - n={i} ")),
+            "line {i} out of order: {l}"
+        );
+    }
+    // The sender could only finish once most lines had gone through the
+    // slow reader: it finished at most a couple of buffers' worth early.
+    let reader_elapsed = reader_done.duration_since(start);
+    let sender_elapsed = sent_at.duration_since(start);
+    assert!(
+        sender_elapsed.as_secs_f64() > reader_elapsed.as_secs_f64() * 0.5,
+        "sender finished after {sender_elapsed:?} but the reader needed {reader_elapsed:?}: not slowed down"
+    );
 }
