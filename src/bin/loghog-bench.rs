@@ -11,6 +11,8 @@
 mod check;
 #[path = "loghog-bench/encode.rs"]
 mod encode;
+#[path = "loghog-bench/latency.rs"]
+mod latency;
 #[path = "loghog-bench/send.rs"]
 mod send;
 #[path = "loghog-bench/tls.rs"]
@@ -114,6 +116,11 @@ struct SendArgs {
     /// Print the result as one JSON object instead of key=value pairs.
     #[arg(long)]
     json: bool,
+    /// Latency mode: encode each message as it is sent, with its send time
+    /// in the body (`t=NS`), tail this output file of the daemon, and report
+    /// p50/p99/max of send-to-line-in-file (needs --rate).
+    #[arg(long, value_name = "FILE", requires = "rate", conflicts_with_all = ["wait_close", "json"])]
+    latency: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -174,6 +181,20 @@ fn run_send(args: &SendArgs) -> anyhow::Result<()> {
         compress: args.compress,
         body_size,
     };
+
+    if let Some(file) = &args.latency {
+        let run = latency::Run {
+            params: &params,
+            target: &target,
+            connections,
+            messages: args.messages,
+            rate: args.rate,
+            file: file.clone(),
+        };
+        let summary = latency::run(&run)?;
+        latency::print(&run, &summary);
+        return Ok(());
+    }
 
     let encode_start = Instant::now();
     let streams = encode_all(&params, connections, args.messages)?;

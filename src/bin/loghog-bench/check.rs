@@ -246,11 +246,10 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         },
     );
     if args.json {
-        let mut v = serde_json::to_value(&tally).context("encoding JSON")?;
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("ok".into(), ok.into());
-        }
-        println!("{v}");
+        println!(
+            "{}",
+            serde_json::to_string(&tally).context("encoding JSON")?
+        );
     } else {
         let t = &tally;
         println!(

@@ -250,8 +250,8 @@ impl Gate {
     }
 }
 
-/// One connected, ready-to-write socket.
-enum Conn {
+/// One connected, ready-to-write socket (also used by `latency`).
+pub(crate) enum Conn {
     Tcp(TcpStream),
     Udp(UdpSocket),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
@@ -260,7 +260,7 @@ enum Conn {
 // === impl Conn ===
 
 impl Conn {
-    fn open(target: &Target) -> anyhow::Result<Conn> {
+    pub(crate) fn open(target: &Target) -> anyhow::Result<Conn> {
         match target.transport {
             Transport::Tcp => Ok(Conn::Tcp(connect_tcp(target.addr)?)),
             Transport::Udp => {
@@ -299,7 +299,7 @@ impl Conn {
     }
 
     /// Writes messages `from..to` of `stream`.
-    fn send(&mut self, stream: &Stream, from: usize, to: usize) -> io::Result<()> {
+    pub(crate) fn send(&mut self, stream: &Stream, from: usize, to: usize) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => write_slices(s, &stream.bytes[stream.range(from, to)]),
             Conn::Tls(s) => write_slices(s.as_mut(), &stream.bytes[stream.range(from, to)]),
@@ -322,7 +322,7 @@ impl Conn {
     /// Ends the stream cleanly (close_notify for TLS, then FIN), and with
     /// `wait_close` waits for the peer to close too, which tells us the
     /// daemon has read everything we sent.
-    fn finish(self, wait_close: bool) -> io::Result<()> {
+    pub(crate) fn finish(self, wait_close: bool) -> io::Result<()> {
         match self {
             Conn::Udp(_) => Ok(()),
             Conn::Tcp(mut s) => {
