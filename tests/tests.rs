@@ -11,3 +11,6 @@ mod core;
 
 #[path = "it/compat.rs"]
 mod compat;
+
+#[path = "it/rotation.rs"]
+mod rotation;
