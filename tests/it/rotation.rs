@@ -58,6 +58,31 @@ fn burst(addr: SocketAddr, app: &'static str, conns: usize, per_conn: usize) {
     }
 }
 
+/// As [`burst`], but each connection writes `slice` messages at a time with a
+/// short pause between, so the daemon sees many small writes (a
+/// `compress_on_write` file rotates only after a write, and one write of a
+/// burst can be megabytes).
+fn paced(addr: SocketAddr, app: &'static str, conns: usize, per_conn: usize, slice: usize) {
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut s = connect(addr);
+                for start in (0..per_conn).step_by(slice) {
+                    let mut bytes = Vec::new();
+                    for i in start..(start + slice).min(per_conn) {
+                        bytes.extend(simple(app, &numbered(c, i)));
+                    }
+                    std::io::Write::write_all(&mut s, &bytes).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("sender thread");
+    }
+}
+
 /// A rotated file of a live file, as the test sees it in the app dir.
 #[derive(Debug, Clone)]
 struct BackupFile {
@@ -66,15 +91,6 @@ struct BackupFile {
     stamp: String,
     /// `""`, `.xz`, `.gz`, `.bz2`, optionally followed by `.tmp`.
     suffix: String,
-}
-
-impl BackupFile {
-    fn partial(&self) -> bool {
-        self.suffix.ends_with(".tmp")
-    }
-    fn uncompressed(&self) -> bool {
-        self.suffix.is_empty()
-    }
 }
 
 /// Every `{live}.{stamp}{suffix}` next to `live`, oldest first. Parsed here
@@ -165,11 +181,7 @@ fn wait_settled(
             if ready(&s) {
                 return s;
             }
-            last = format!(
-                "{} backups, {} lines",
-                s.backups.len(),
-                s.lines().len()
-            );
+            last = format!("{} backups, {} lines", s.backups.len(), s.lines().len());
         }
         if start.elapsed() > SETTLE_DEADLINE {
             panic!(
@@ -256,7 +268,8 @@ fn rfc3339(v: &serde_json::Value) -> DateTime<Local> {
 /// file, and the size of every backup.
 fn many_size_rotations(format: &str) {
     let cow = format == "cow";
-    let max_size: u64 = if cow { 2048 } else { 4096 };
+    // Gzip-on-write sizes are compressed bytes: these lines shrink ~20×.
+    let max_size: u64 = if cow { 256 } else { 4096 };
     let (conns, per_conn) = (4, 1000);
     let setup = Setup::new()
         .facilities(&format!(
@@ -265,8 +278,16 @@ fn many_size_rotations(format: &str) {
         .conf_extra(&compressor(format))
         .conf_extra(DEBUG_LOG);
     let mut d = Daemon::start(&setup);
-    burst(d.tcp_addr(), "app", conns, per_conn);
-    let live = setup.log(if cow { "app/root.log.gz" } else { "app/root.log" });
+    if cow {
+        paced(d.tcp_addr(), "app", conns, per_conn, 20);
+    } else {
+        burst(d.tcp_addr(), "app", conns, per_conn);
+    }
+    let live = setup.log(if cow {
+        "app/root.log.gz"
+    } else {
+        "app/root.log"
+    });
     let want_suffix = match format {
         "xz" => ".xz",
         "gzip" => ".gz",
@@ -277,9 +298,13 @@ fn many_size_rotations(format: &str) {
         s.lines().len() >= conns * per_conn
     });
     check_numbers(&settled.lines(), conns, per_conn);
-    let min_backups = (conns * per_conn) as u64 * LINE_LEN / if cow { 100_000 } else { 4200 };
+    let min_backups = if cow {
+        5
+    } else {
+        (conns * per_conn) as u64 * LINE_LEN / (max_size + LINE_LEN)
+    };
     assert!(
-        settled.backups.len() as u64 >= min_backups.max(3),
+        settled.backups.len() as u64 >= min_backups,
         "only {} rotations: {:?}",
         settled.backups.len(),
         log_files(&setup)
@@ -290,7 +315,11 @@ fn many_size_rotations(format: &str) {
         if cow {
             // Gzip-on-write files are measured after compression.
             let on_disk = std::fs::metadata(&b.path).unwrap().len();
-            assert!(on_disk >= max_size, "{} is {on_disk} bytes", b.path.display());
+            assert!(
+                on_disk >= max_size,
+                "{} is {on_disk} bytes",
+                b.path.display()
+            );
         } else {
             assert!(
                 len >= max_size && len < max_size + LINE_LEN,
@@ -355,9 +384,9 @@ fn retention_keeps_exactly_the_newest_backups() {
         s.live.len() as u64 == want_live
             && s.backups.len() == 2
             && s.backups[1].1.len() == per_backup * LINE_LEN as usize
-            && s.lines().first().is_some_and(|l| {
-                parse_line(l).2 == numbered(0, (full - 2) * per_backup)
-            })
+            && s.lines()
+                .first()
+                .is_some_and(|l| parse_line(l).2 == numbered(0, (full - 2) * per_backup))
     });
     d.stop();
     let lines = s.lines();
@@ -413,7 +442,10 @@ fn overdue_daily_rotation_happens_at_start_without_messages() {
         t0.elapsed()
     );
     assert_eq!(s.backups.len(), 1, "{:?}", log_files(&setup));
-    assert_eq!(s.backups[0].0.path, backup, "named after the recorded start");
+    assert_eq!(
+        s.backups[0].0.path, backup,
+        "named after the recorded start"
+    );
     assert_eq!(s.backups[0].1, old.as_bytes());
     assert!(!live.exists(), "no message: no new live file");
     let st = &state_json(&setup)["files"][live.to_str().unwrap()];
@@ -438,7 +470,10 @@ fn overdue_daily_rotation_happens_at_start_without_messages() {
             format!("app/root.log.{stamp}.xz")
         ]
     );
-    assert_eq!(bodies(&wait_for_lines(&live, 1, DEADLINE)), ["after the rotation"]);
+    assert_eq!(
+        bodies(&wait_for_lines(&live, 1, DEADLINE)),
+        ["after the rotation"]
+    );
     assert!(
         !d.stderr_text().contains("scheduled rotation"),
         "second start rotated:\n{}",
@@ -455,8 +490,8 @@ fn every_minute_cron_rotates_at_the_minute_boundary_without_messages() {
     let live = setup.log("app/root.log");
     send_tcp(d.tcp_addr(), &simple("app", "before the minute"));
     let lines = wait_for_lines(&live, 1, DEADLINE);
-    let sent_at = NaiveDateTime::parse_from_str(&parse_line(&lines[0]).0, "%Y-%m-%d %H:%M:%S%.6f")
-        .unwrap();
+    let sent_at =
+        NaiveDateTime::parse_from_str(&parse_line(&lines[0]).0, "%Y-%m-%d %H:%M:%S%.6f").unwrap();
     // Up to a minute plus slack, and not a single message more.
     let start = Instant::now();
     let backup = loop {
@@ -473,7 +508,12 @@ fn every_minute_cron_rotates_at_the_minute_boundary_without_messages() {
     };
     assert_eq!(
         loghogd::compress::decompress_to_vec(&backup.path).unwrap(),
-        lines[0].as_bytes().iter().chain(b"\n").copied().collect::<Vec<u8>>()
+        lines[0]
+            .as_bytes()
+            .iter()
+            .chain(b"\n")
+            .copied()
+            .collect::<Vec<u8>>()
     );
     // Named after the start of the file (its first write), not the rotation.
     let stamp = NaiveDateTime::parse_from_str(&backup.stamp, "%Y-%m-%d-%H-%M-%S-%6f").unwrap();
@@ -509,7 +549,12 @@ fn max_size_with_a_schedule_rotates_on_size() {
     let live = setup.log("app/root.log");
     let s = wait_settled(&live, ".xz", false, |s| s.lines().len() >= total);
     d.stop();
-    assert_eq!(s.backups.len(), total / per_backup, "{:?}", log_files(&setup));
+    assert_eq!(
+        s.backups.len(),
+        total / per_backup,
+        "{:?}",
+        log_files(&setup)
+    );
     for (b, data) in &s.backups {
         assert_eq!(
             data.len() as u64,
@@ -543,9 +588,15 @@ fn start_up_recovers_uncompressed_and_partial_backups() {
     let live = setup.log("app/root.log");
     let s = wait_settled(&live, ".xz", false, |s| s.backups.len() == 2);
     d.stop();
-    assert_eq!(s.backups[0].0.path, app.join("root.log.2026-01-01-00-00-00-000000.xz"));
+    assert_eq!(
+        s.backups[0].0.path,
+        app.join("root.log.2026-01-01-00-00-00-000000.xz")
+    );
     assert_eq!(s.backups[0].1, a_text.as_bytes());
-    assert_eq!(s.backups[1].0.path, app.join("root.log.2026-01-02-00-00-00-000000.xz"));
+    assert_eq!(
+        s.backups[1].0.path,
+        app.join("root.log.2026-01-02-00-00-00-000000.xz")
+    );
     assert_eq!(s.backups[1].1, b_text.as_bytes());
     assert_eq!(
         log_files(&setup),
@@ -631,22 +682,8 @@ fn sighup_while_rotating_under_load_loses_nothing() {
         .conf_extra(&compressor("gzip"));
     let mut d = Daemon::start(&setup);
     let addr = d.tcp_addr();
-    // Each connection sends its messages in slices, so the load lasts.
-    let senders: Vec<_> = (0..conns)
-        .map(|c| {
-            std::thread::spawn(move || {
-                let mut s = connect(addr);
-                for chunk in (0..per_conn).collect::<Vec<_>>().chunks(50) {
-                    let mut bytes = Vec::new();
-                    for &i in chunk {
-                        bytes.extend(simple("app", &numbered(c, i)));
-                    }
-                    std::io::Write::write_all(&mut s, &bytes).unwrap();
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        })
-        .collect();
+    // Sent in slices, so the load lasts while the daemon reloads.
+    let sender = std::thread::spawn(move || paced(addr, "app", conns, per_conn, 50));
     let live = setup.log("app/root.log");
     for i in 1..=5 {
         // Reload once more backups appeared since the previous reload.
@@ -658,9 +695,7 @@ fn sighup_while_rotating_under_load_loses_nothing() {
         d.signal("HUP");
         d.wait_for_log_count("facilities reloaded", i);
     }
-    for s in senders {
-        s.join().unwrap();
-    }
+    sender.join().unwrap();
     wait_settled(&live, ".gz", false, |s| s.lines().len() >= conns * per_conn);
     d.stop();
     let s = wait_settled(&live, ".gz", false, |_| true);
@@ -679,7 +714,11 @@ fn invalid_rotate_expressions_are_config_errors() {
         ));
         for args in [&["--check-config"][..], &[][..]] {
             let out = setup.run(args);
-            assert_eq!(out.status.code(), Some(EX_CONFIG), "rotate = {expr}: {out:?}");
+            assert_eq!(
+                out.status.code(),
+                Some(EX_CONFIG),
+                "rotate = {expr}: {out:?}"
+            );
             let all = out.all();
             assert!(all.contains("facilities.conf"), "names the file: {out:?}");
             assert!(all.contains("app:web"), "names the section: {out:?}");
@@ -687,4 +726,39 @@ fn invalid_rotate_expressions_are_config_errors() {
             assert!(!setup.pidfile().exists());
         }
     }
+}
+
+#[test]
+fn size_limit_counts_what_an_earlier_run_wrote() {
+    // 30 lines (3390 bytes) in the first run, 30 more after a restart: the
+    // file must rotate after line 37, as if there had been no restart.
+    let max_size = 4096u64;
+    let per_backup = max_size.div_ceil(LINE_LEN) as usize;
+    let setup = Setup::new().facilities(&format!(
+        "[app]\nrotate = size\nmax_size = {max_size}\nbackup_count = 50\n"
+    ));
+    let live = setup.log("app/root.log");
+    let send = |d: &Daemon, range: std::ops::Range<usize>| {
+        let mut bytes = Vec::new();
+        for i in range {
+            bytes.extend(simple("app", &numbered(0, i)));
+        }
+        send_tcp(d.tcp_addr(), &bytes);
+    };
+    let mut d = Daemon::start(&setup);
+    send(&d, 0..30);
+    wait_for_lines(&live, 30, DEADLINE);
+    d.stop();
+    let mut d = Daemon::start(&setup);
+    send(&d, 30..60);
+    let s = wait_settled(&live, ".xz", false, |s| s.lines().len() >= 60);
+    d.stop();
+    check_numbers(&s.lines(), 1, 60);
+    assert_eq!(s.backups.len(), 1, "{:?}", log_files(&setup));
+    assert_eq!(
+        s.backups[0].1.len() as u64,
+        per_backup as u64 * LINE_LEN,
+        "backup of {} bytes for max_size {max_size}",
+        s.backups[0].1.len()
+    );
 }
