@@ -270,7 +270,15 @@ fn loopback(host: &str) -> anyhow::Result<IpAddr> {
     Ok(ip)
 }
 
-fn tls_config(args: &SendArgs, ip: IpAddr) -> anyhow::Result<Option<(std::sync::Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>> {
+fn tls_config(
+    args: &SendArgs,
+    ip: IpAddr,
+) -> anyhow::Result<
+    Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+> {
     let any_tls_flag =
         args.tls_pem.is_some() || args.tls_ca.is_some() || args.tls_server_name.is_some();
     if args.transport != Transport::Tls {
@@ -289,7 +297,11 @@ fn tls_config(args: &SendArgs, ip: IpAddr) -> anyhow::Result<Option<(std::sync::
 
 /// Encodes every connection's stream on all cores: encoding is the slow,
 /// CPU-bound part (JSON, HMAC, zlib) and happens before the clock starts.
-fn encode_all(params: &Params<'_>, connections: usize, messages: u64) -> anyhow::Result<Vec<Stream>> {
+fn encode_all(
+    params: &Params<'_>,
+    connections: usize,
+    messages: u64,
+) -> anyhow::Result<Vec<Stream>> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(connections);

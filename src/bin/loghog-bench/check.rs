@@ -246,7 +246,10 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         },
     );
     if args.json {
-        println!("{}", serde_json::to_string(&tally).context("encoding JSON")?);
+        println!(
+            "{}",
+            serde_json::to_string(&tally).context("encoding JSON")?
+        );
     } else {
         let t = &tally;
         println!(
@@ -275,7 +278,9 @@ fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let inner: Box<dyn Read> = match ext {
         "gz" => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
-        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(BufReader::new(file))),
+        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(BufReader::new(
+            file,
+        ))),
         "bz2" => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::new(file))),
         _ => Box::new(file),
     };
@@ -374,7 +379,10 @@ mod tests {
     fn counts_missing_duplicates_order_and_corruption() {
         // 2 connections x 3 messages.
         let mut checker = Checker::new(2, 6, Some(50));
-        let file1 = log(&[(0, 0), (1, 0), (0, 2), (0, 1), (1, 1), (1, 1), (7, 0)], 50);
+        let file1 = log(
+            &[(0, 0), (1, 0), (0, 2), (0, 1), (1, 1), (1, 1), (7, 0)],
+            50,
+        );
         checker.read(&file1[..]).unwrap();
         // A second file restarts the order check; a truncated body is corrupt.
         let mut file2 = log(&[(0, 0)], 50);

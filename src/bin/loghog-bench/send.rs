@@ -92,7 +92,10 @@ pub fn run(
     let mut conns = Vec::with_capacity(streams.len());
     for i in 0..streams.len() {
         conns.push(Conn::open(target).with_context(|| {
-            format!("connection {i}: connecting to {} over {}", target.addr, target.transport)
+            format!(
+                "connection {i}: connecting to {} over {}",
+                target.addr, target.transport
+            )
         })?);
     }
 
@@ -232,7 +235,8 @@ impl Conn {
                     (std::net::Ipv6Addr::LOCALHOST, 0).into()
                 };
                 let sock = UdpSocket::bind(local).context("binding a UDP socket")?;
-                sock.connect(target.addr).context("connecting the UDP socket")?;
+                sock.connect(target.addr)
+                    .context("connecting the UDP socket")?;
                 Ok(Conn::Udp(sock))
             }
             Transport::Tls => {
@@ -328,10 +332,7 @@ fn write_slices(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     w.flush()
 }
 
-fn drain_until_eof<R: Read + ?Sized>(r: &mut R) -> io::Result<()>
-where
-    R: AsSocket,
-{
+fn drain_until_eof<R: Read + AsSocket + ?Sized>(r: &mut R) -> io::Result<()> {
     r.set_close_timeout()?;
     let mut buf = [0u8; 4096];
     loop {
@@ -339,7 +340,12 @@ where
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("peer did not close within {CLOSE_TIMEOUT:?} (--wait-close)"),

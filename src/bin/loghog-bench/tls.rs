@@ -11,7 +11,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
@@ -68,7 +70,10 @@ pub fn load_client_config(
 ///
 /// # Errors
 /// A name rustls does not accept as a DNS name or IP address.
-pub fn server_name(name: Option<&str>, ip: std::net::IpAddr) -> anyhow::Result<ServerName<'static>> {
+pub fn server_name(
+    name: Option<&str>,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<ServerName<'static>> {
     match name {
         Some(n) => ServerName::try_from(n.to_string())
             .with_context(|| format!("--tls-server-name {n:?} is not a valid DNS name or IP")),
@@ -107,10 +112,13 @@ impl ServerCertVerifier for ChainOnlyVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         // WebPKI checks the name last, after the chain, validity period and
         // revocation, so a name error means everything else passed.
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
