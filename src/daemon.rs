@@ -170,25 +170,20 @@ async fn serve(
     });
     let token = CancellationToken::new();
     let readers = TaskTracker::new();
-    // Backups a crash left uncompressed (or half-compressed) are finished in
-    // the background; new rotations use new names, so they never collide.
-    {
-        let c = config.compressor.clone();
-        let logdir = config.main.logdir.clone();
-        compress_tracker.spawn_blocking(move || {
-            match crate::rotation::recover(&logdir, c.format, c.level, c.compress_on_write) {
-                Ok(r) if r.compressed + r.partials_removed + r.failed > 0 => {
-                    info!(
-                        compressed = r.compressed,
-                        partials_removed = r.partials_removed,
-                        failed = r.failed,
-                        "recovered backups left by a crash"
-                    )
-                }
-                Ok(_) => {}
-                Err(err) => warn!(cause = %err, "backup recovery failed"),
-            }
-        });
+    // Backups a crash left uncompressed (or half-compressed) are listed now,
+    // before any writer or rotation runs, and finished in the background:
+    // this run's own backups are never in the list.
+    let leftovers = crate::rotation::recover::plan(&config.main.logdir);
+    match leftovers {
+        Ok(plan) if !plan.is_empty() => {
+            let c = config.compressor.clone();
+            let logdir = config.main.logdir.clone();
+            compress_tracker.spawn_blocking(move || {
+                plan.run(&logdir, c.format, c.level, c.compress_on_write);
+            });
+        }
+        Ok(_) => {}
+        Err(err) => warn!(cause = %err, "cannot list backups left by a crash"),
     }
     if let Some(sink) = log_sink {
         tokio::spawn(crate::logging::rotate_loop(

@@ -16,6 +16,7 @@ use tracing::warn;
 
 use crate::auth;
 use crate::config::{Facility, FacilityDb};
+use crate::protocol::frame::Inflater;
 use crate::protocol::{FrameError, Header, Message};
 use crate::stats::{RateLimit, Stats};
 use crate::timefmt::{LineClock, STAMP_LEN};
@@ -99,8 +100,8 @@ pub struct Processor {
     facilities: watch::Receiver<Arc<FacilityDb>>,
     db: Arc<FacilityDb>,
     routes: Vec<Route>,
-    /// Reused inflate buffer.
-    scratch: Vec<u8>,
+    /// Reused zlib inflater and its buffer.
+    scratch: Inflater,
     clock: LineClock,
     /// Receipt time of the chunk being processed.
     stamp: [u8; STAMP_LEN],
@@ -128,7 +129,7 @@ impl Processor {
             facilities,
             db,
             routes: Vec::new(),
-            scratch: Vec::new(),
+            scratch: Inflater::default(),
             clock,
             stamp,
             peer,
@@ -181,7 +182,7 @@ impl Processor {
         }
         // Don't let one huge inflated message pin its buffer forever.
         if scratch.capacity() > 1 << 20 {
-            scratch = Vec::new();
+            scratch = Inflater::default();
         }
         self.scratch = scratch;
     }
@@ -205,7 +206,7 @@ impl Processor {
         &mut self,
         header: Header,
         raw: &[u8],
-        scratch: &mut Vec<u8>,
+        scratch: &mut Inflater,
     ) -> Result<(), Reject> {
         let payload = header
             .payload(raw, self.pipeline.max_msg_size, scratch)

@@ -17,3 +17,6 @@ mod ownlog;
 
 #[path = "it/tls.rs"]
 mod tls;
+
+#[path = "it/rotation.rs"]
+mod rotation;

@@ -5,8 +5,6 @@
 //! an error), and only then does the caller take the payload and advance.
 //! An announced length over the cap is rejected before anything is allocated.
 
-use std::io::Read;
-
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 8;
 
@@ -78,8 +76,8 @@ impl Header {
         HEADER_LEN + self.len as usize
     }
 
-    /// Returns the JSON bytes of this frame's `raw` payload, inflating it into
-    /// `scratch` when it is compressed. Inflation stops at `max_len` bytes.
+    /// Returns the JSON bytes of this frame's `raw` payload, inflating it
+    /// with `inflater` when it is compressed. Inflation stops at `max_len`.
     ///
     /// # Errors
     /// Reserved flags, a broken zlib stream, or an inflated size over `max_len`.
@@ -87,7 +85,7 @@ impl Header {
         &self,
         raw: &'a [u8],
         max_len: usize,
-        scratch: &'a mut Vec<u8>,
+        inflater: &'a mut Inflater,
     ) -> Result<&'a [u8], FrameError> {
         if self.flags & !KNOWN_FLAGS != 0 {
             return Err(FrameError::ReservedFlags(self.flags));
@@ -95,17 +93,70 @@ impl Header {
         if self.flags & FLAG_ZLIB == 0 {
             return Ok(raw);
         }
-        scratch.clear();
-        // Read at most one byte past the cap: that byte existing proves the
-        // payload is too large without inflating (or allocating) the rest.
-        let mut decoder = flate2::read::ZlibDecoder::new(raw).take(max_len as u64 + 1);
-        decoder
-            .read_to_end(scratch)
-            .map_err(|e| FrameError::BadZlib(e.to_string()))?;
-        if scratch.len() > max_len {
-            return Err(FrameError::InflatedTooLarge { max: max_len });
+        inflater.inflate(raw, max_len)
+    }
+}
+
+/// A reusable zlib inflater: one per reader, reset for every frame, so a
+/// compressed message costs the inflation and not the set-up of a decoder
+/// (its tables and window), which dominated otherwise.
+pub struct Inflater {
+    z: flate2::Decompress,
+    /// Output buffer; grows (zeroed once) up to `max_len + 1` as needed.
+    out: Vec<u8>,
+}
+
+impl Default for Inflater {
+    fn default() -> Self {
+        Inflater {
+            z: flate2::Decompress::new(true),
+            out: Vec::new(),
         }
-        Ok(scratch)
+    }
+}
+
+impl Inflater {
+    /// Bytes the output buffer holds on to.
+    pub fn capacity(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Inflates one whole zlib stream, never producing (or allocating for)
+    /// more than `max_len + 1` bytes: that one byte proves "too large".
+    ///
+    /// # Errors
+    /// A broken or truncated stream, or output over `max_len`.
+    pub fn inflate(&mut self, raw: &[u8], max_len: usize) -> Result<&[u8], FrameError> {
+        use flate2::{FlushDecompress, Status};
+        self.z.reset(true);
+        let cap = max_len + 1;
+        if self.out.len() < cap.min(4096) {
+            self.out.resize(cap.min(4096), 0);
+        }
+        loop {
+            let in_done = self.z.total_in() as usize;
+            let out_done = self.z.total_out() as usize;
+            let status = self
+                .z
+                .decompress(
+                    &raw[in_done.min(raw.len())..],
+                    &mut self.out[out_done..],
+                    FlushDecompress::None,
+                )
+                .map_err(|e| FrameError::BadZlib(e.to_string()))?;
+            let produced = self.z.total_out() as usize;
+            if produced > max_len {
+                return Err(FrameError::InflatedTooLarge { max: max_len });
+            }
+            match status {
+                Status::StreamEnd => return Ok(&self.out[..produced]),
+                _ if produced == self.out.len() && self.out.len() < cap => {
+                    let grown = (self.out.len() * 2).min(cap);
+                    self.out.resize(grown, 0);
+                }
+                _ => return Err(FrameError::BadZlib("truncated zlib stream".into())),
+            }
+        }
     }
 }
 
@@ -165,7 +216,7 @@ mod tests {
     fn reserved_flags_rejected() {
         let f = frame(b"{}", 0x02);
         let h = Header::check(&f, 100).unwrap();
-        let mut s = Vec::new();
+        let mut s = Inflater::default();
         assert_eq!(
             h.payload(&f[8..], 100, &mut s),
             Err(FrameError::ReservedFlags(2))
@@ -177,7 +228,7 @@ mod tests {
         let mut out = Vec::new();
         encode(b"hello world", true, &mut out);
         let h = Header::check(&out, 100).unwrap();
-        let mut s = Vec::new();
+        let mut s = Inflater::default();
         assert_eq!(h.payload(&out[8..], 100, &mut s).unwrap(), b"hello world");
 
         let big = vec![b'a'; 1_000_000];
@@ -185,19 +236,19 @@ mod tests {
         encode(&big, true, &mut out);
         assert!(out.len() < 10_000);
         let h = Header::check(&out, 65536).unwrap();
-        let mut s = Vec::new();
+        let mut s = Inflater::default();
         assert_eq!(
             h.payload(&out[8..], 65536, &mut s),
             Err(FrameError::InflatedTooLarge { max: 65536 })
         );
-        assert!(s.capacity() < 200_000, "inflation must stop near the cap");
+        assert!(s.capacity() <= 65537, "inflation must stop at the cap");
     }
 
     #[test]
     fn broken_zlib_rejected() {
         let f = frame(b"not zlib at all", FLAG_ZLIB);
         let h = Header::check(&f, 100).unwrap();
-        let mut s = Vec::new();
+        let mut s = Inflater::default();
         assert!(matches!(
             h.payload(&f[8..], 100, &mut s),
             Err(FrameError::BadZlib(_))

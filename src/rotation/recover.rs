@@ -58,10 +58,35 @@ pub fn recover(
     level: u32,
     compress_on_write: bool,
 ) -> io::Result<RecoverReport> {
-    let mut report = RecoverReport::default();
+    Ok(plan(logdir)?.run(logdir, codec, level, compress_on_write))
+}
+
+/// What a crash left behind, listed before the daemon writes or rotates
+/// anything, so the (slow) compression that follows in the background never
+/// touches a backup made by this run's own rotations.
+#[derive(Debug, Default)]
+pub struct RecoveryPlan {
+    /// Half-written compressed files, to delete.
+    partials: Vec<PathBuf>,
+    /// Uncompressed backups whose complete compressed copy exists, to delete.
+    leftovers: Vec<PathBuf>,
+    /// Uncompressed backups, to compress.
+    to_compress: Vec<PathBuf>,
+    /// App directories listed.
+    dirs: usize,
+    /// Entries that could not be examined.
+    failed: usize,
+}
+
+/// Lists what a crash left in every app directory under `logdir`.
+///
+/// # Errors
+/// Only when `logdir` exists but cannot be read.
+pub fn plan(logdir: &Path) -> io::Result<RecoveryPlan> {
+    let mut plan = RecoveryPlan::default();
     let entries = match fs::read_dir(logdir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(plan),
         Err(e) => return Err(ctx(e, "list", logdir)),
     };
     for entry in entries {
@@ -72,28 +97,82 @@ pub fn recover(
             Ok(_) => continue,
             Err(e) => {
                 tracing::warn!(path = %path.display(), cause = %e, "recovery: cannot stat");
-                report.failed += 1;
+                plan.failed += 1;
                 continue;
             }
         }
-        report.dirs += 1;
-        if let Err(e) = recover_dir(&path, codec, level, &mut report) {
+        plan.dirs += 1;
+        if let Err(e) = plan_dir(&path, &mut plan) {
             tracing::warn!(dir = %path.display(), cause = %e, "recovery: cannot scan app directory");
-            report.failed += 1;
+            plan.failed += 1;
         }
     }
-    if report.partials_removed + report.compressed + report.leftovers_removed + report.failed > 0 {
-        tracing::info!(
-            logdir = %logdir.display(),
-            partials_removed = report.partials_removed,
-            compressed = report.compressed,
-            leftovers_removed = report.leftovers_removed,
-            failed = report.failed,
-            compress_on_write,
-            "recovered backups left by an unclean stop"
-        );
+    Ok(plan)
+}
+
+impl RecoveryPlan {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.partials.is_empty() && self.leftovers.is_empty() && self.to_compress.is_empty()
     }
-    Ok(report)
+
+    /// Carries the plan out (blocking; compression is slow).
+    pub fn run(
+        self,
+        logdir: &Path,
+        codec: Codec,
+        level: u32,
+        compress_on_write: bool,
+    ) -> RecoverReport {
+        let mut report = RecoverReport {
+            dirs: self.dirs,
+            failed: self.failed,
+            ..RecoverReport::default()
+        };
+        for p in &self.partials {
+            match fs::remove_file(p) {
+                Ok(()) => report.partials_removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), cause = %e, "recovery: cannot remove partial");
+                    report.failed += 1;
+                }
+            }
+        }
+        for p in &self.leftovers {
+            match fs::remove_file(p) {
+                Ok(()) => report.leftovers_removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), cause = %e, "recovery: cannot remove compressed source");
+                    report.failed += 1;
+                }
+            }
+        }
+        for p in &self.to_compress {
+            match compress::compress_file(p, codec, level) {
+                Ok(_) => report.compressed += 1,
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), cause = %e, "recovery: cannot compress backup");
+                    report.failed += 1;
+                }
+            }
+        }
+        if report.partials_removed + report.compressed + report.leftovers_removed + report.failed
+            > 0
+        {
+            tracing::info!(
+                logdir = %logdir.display(),
+                partials_removed = report.partials_removed,
+                compressed = report.compressed,
+                leftovers_removed = report.leftovers_removed,
+                failed = report.failed,
+                compress_on_write,
+                "recovered backups left by an unclean stop"
+            );
+        }
+        report
+    }
 }
 
 /// One backup found in an app directory.
@@ -105,8 +184,8 @@ struct Found {
     partial: bool,
 }
 
-/// Recovers one app directory, counting into `report`.
-fn recover_dir(dir: &Path, codec: Codec, level: u32, report: &mut RecoverReport) -> io::Result<()> {
+/// Lists one app directory's crash leftovers into `plan`.
+fn plan_dir(dir: &Path, plan: &mut RecoveryPlan) -> io::Result<()> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -139,38 +218,16 @@ fn recover_dir(dir: &Path, codec: Codec, level: u32, report: &mut RecoverReport)
         .map(|f| (f.live.as_str(), f.stamp))
         .collect();
 
-    for f in found.iter().filter(|f| f.partial) {
-        match fs::remove_file(&f.path) {
-            Ok(()) => report.partials_removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %f.path.display(), cause = %e, "recovery: cannot remove partial");
-                report.failed += 1;
-            }
-        }
-    }
-
+    plan.partials
+        .extend(found.iter().filter(|f| f.partial).map(|f| f.path.clone()));
     for f in found.iter().filter(|f| f.compressed.is_none()) {
         if f.live.ends_with(".gz") {
             continue; // compress_on_write backup: gzip already.
         }
         if done.contains(&(f.live.as_str(), f.stamp)) {
-            match fs::remove_file(&f.path) {
-                Ok(()) => report.leftovers_removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %f.path.display(), cause = %e, "recovery: cannot remove compressed source");
-                    report.failed += 1;
-                }
-            }
-            continue;
-        }
-        match compress::compress_file(&f.path, codec, level) {
-            Ok(_) => report.compressed += 1,
-            Err(e) => {
-                tracing::warn!(path = %f.path.display(), cause = %e, "recovery: cannot compress backup");
-                report.failed += 1;
-            }
+            plan.leftovers.push(f.path.clone());
+        } else {
+            plan.to_compress.push(f.path.clone());
         }
     }
     Ok(())

@@ -28,6 +28,9 @@ pub const MAX_CONNECTIONS: usize = 16_384;
 /// A silent peer may hold a TLS handshake slot at most this long.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a handshake still in progress at shutdown may take to finish.
+const STOP_HANDSHAKE_GRACE: Duration = Duration::from_secs(2);
+
 /// The TLS acceptor, swapped on SIGHUP when certificates are reloaded.
 #[derive(Clone)]
 pub struct TlsSetup {
@@ -51,11 +54,11 @@ pub async fn accept_loop(
                 Ok(p) => p,
                 Err(_) => return, // semaphore closed: never happens, we own it
             },
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => break,
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => break,
         };
         let (stream, peer) = match accepted {
             Ok(a) => {
@@ -69,26 +72,52 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        pipeline.stats.connections.fetch_add(1, Relaxed);
-        let _ = stream.set_nodelay(true);
-        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-        let pipeline = pipeline.clone();
-        let token = token.clone();
-        let tls = tls.clone();
-        let transport = if tls.is_some() {
-            Transport::Tls
-        } else {
-            Transport::Tcp
-        };
-        let span = tracing::info_span!("conn", %peer, transport = transport.as_str());
-        tracker.spawn(
-            async move {
-                let _permit = permit;
-                handle(stream, peer, tls, pipeline, token).await;
-            }
-            .instrument(span),
-        );
+        spawn_handler(stream, peer, permit, &tls, &pipeline, &token, &tracker);
     }
+    // Stopping: clients that connected and sent before the signal may still
+    // sit in the kernel's accept queue. Accept what is queued right now and
+    // let those connections drain like the others, so nothing they sent is
+    // lost.
+    loop {
+        let queued = tokio::time::timeout(Duration::from_millis(20), listener.accept()).await;
+        let Ok(Ok((stream, peer))) = queued else {
+            break;
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            break;
+        };
+        spawn_handler(stream, peer, permit, &tls, &pipeline, &token, &tracker);
+    }
+}
+
+fn spawn_handler(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    tls: &Option<TlsSetup>,
+    pipeline: &Arc<Pipeline>,
+    token: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    pipeline.stats.connections.fetch_add(1, Relaxed);
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    let pipeline = pipeline.clone();
+    let token = token.clone();
+    let tls = tls.clone();
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Tcp
+    };
+    let span = tracing::info_span!("conn", %peer, transport = transport.as_str());
+    tracker.spawn(
+        async move {
+            let _permit = permit;
+            handle(stream, peer, tls, pipeline, token).await;
+        }
+        .instrument(span),
+    );
 }
 
 async fn handle(
@@ -110,9 +139,16 @@ async fn handle(
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
+            let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            tokio::pin!(hs);
+            // A client mid-handshake when the daemon stops may already have
+            // sent messages behind it: give it a short while to finish.
             let hs = tokio::select! {
-                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
-                _ = token.cancelled() => return,
+                r = &mut hs => r,
+                _ = token.cancelled() => match tokio::time::timeout(STOP_HANDSHAKE_GRACE, &mut hs).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
             };
             let stream = match hs {
                 Ok(Ok(s)) => s,

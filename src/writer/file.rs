@@ -139,9 +139,30 @@ impl LogFile {
         if self.ctx.compressor.compress_on_write || b.ends.len() != b.count as usize {
             return b;
         }
+        if self.file.is_none() && self.pending.is_empty() {
+            // Not opened yet (or closed by Reopen/idle): the file may hold
+            // what an earlier run wrote, or be a new one after an operator
+            // moved it away, so count what is really there.
+            let path = self.path.clone();
+            self.size = tokio::task::spawn_blocking(move || std::fs::metadata(path))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map_or(0, |m| m.len());
+        }
         loop {
             let used = self.size + self.pending_bytes as u64;
-            let need = max.saturating_sub(used);
+            if used >= max {
+                // An earlier batch of this drain already reaches the limit:
+                // it goes into this file, and nothing of `b` does.
+                if self.pending.is_empty() {
+                    self.rotate().await;
+                } else {
+                    self.write_out().await;
+                }
+                continue;
+            }
+            let need = max - used;
             let idx = b.ends.partition_point(|&e| (e as u64) < need);
             if idx + 1 >= b.ends.len() {
                 return b; // crossing at the last message, or not at all
@@ -267,7 +288,10 @@ impl LogFile {
     /// was started, the state moves on, and compression plus retention run
     /// in the background. An empty or missing file only moves the state on.
     async fn rotate(&mut self) {
-        self.close().await;
+        // No fsync here: it would stall this file's writes for as long as the
+        // disk takes to flush up to max_size bytes. The compression job reads
+        // the data and syncs its output before the backup is removed.
+        self.file = None;
         self.size = 0;
         let path = self.path.clone();
         let state = self.ctx.state.clone();

@@ -195,6 +195,16 @@ impl Setup {
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         run_with_deadline(cmd)
     }
+
+    /// As [`Setup::run`], with extra environment variables (e.g. `TZ`).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.write();
+        let mut cmd = Command::new(bin());
+        cmd.arg("-c").arg(self.conf_path()).args(args);
+        cmd.env("NO_COLOR", "1").stdin(Stdio::null());
+        cmd.envs(env.iter().copied());
+        run_with_deadline(cmd)
+    }
 }
 
 /// Path of the binary under test.
