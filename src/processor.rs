@@ -25,6 +25,9 @@ use crate::writer::{path, Batch, Command, Writers};
 /// Flush a reader's pending lines early once they pass this many bytes.
 const FLUSH_AT_BYTES: usize = 256 << 10;
 
+/// Most bytes a route's next batch buffer is allocated with up front.
+const ROUTE_BUF_KEEP: usize = 16 << 10;
+
 /// Forget cached routes beyond this many (e.g. a relay sending for many
 /// hosts), so the linear route scan stays short.
 const MAX_ROUTES: usize = 64;
@@ -100,8 +103,8 @@ pub struct Processor {
     facilities: watch::Receiver<Arc<FacilityDb>>,
     db: Arc<FacilityDb>,
     routes: Vec<Route>,
-    /// Reused zlib inflater and its buffer.
-    scratch: Inflater,
+    /// Reused zlib inflater and its buffer (made on the first compressed frame).
+    scratch: Option<Inflater>,
     clock: LineClock,
     /// Receipt time of the chunk being processed.
     stamp: [u8; STAMP_LEN],
@@ -129,7 +132,7 @@ impl Processor {
             facilities,
             db,
             routes: Vec::new(),
-            scratch: Inflater::default(),
+            scratch: None,
             clock,
             stamp,
             peer,
@@ -181,8 +184,8 @@ impl Processor {
             }
         }
         // Don't let one huge inflated message pin its buffer forever.
-        if scratch.capacity() > 1 << 20 {
-            scratch = Inflater::default();
+        if scratch.as_ref().is_some_and(|z| z.capacity() > 1 << 20) {
+            scratch = None;
         }
         self.scratch = scratch;
     }
@@ -206,7 +209,7 @@ impl Processor {
         &mut self,
         header: Header,
         raw: &[u8],
-        scratch: &mut Inflater,
+        scratch: &mut Option<Inflater>,
     ) -> Result<(), Reject> {
         let payload = header
             .payload(raw, self.pipeline.max_msg_size, scratch)
@@ -309,7 +312,9 @@ impl Processor {
         if r.count == 0 {
             return None;
         }
-        let cap = r.buf.len();
+        // Start the next batch near this one's size, but never hold much
+        // per route: idle connections × files would add up.
+        let cap = r.buf.len().min(ROUTE_BUF_KEEP);
         Some(Batch {
             facility: r.facility.clone(),
             data: std::mem::replace(&mut r.buf, Vec::with_capacity(cap)),

@@ -16,8 +16,12 @@ use crate::processor::{Pipeline, Processor};
 use crate::protocol::{FrameError, Header, HEADER_LEN};
 use std::sync::atomic::Ordering::Relaxed;
 
-/// Read buffer size; also about the largest batch one read produces.
-const READ_BUF: usize = 64 << 10;
+/// A connection's first read buffer: small, since most connections are
+/// quiet and a thousand of them should not cost 64 MiB.
+const READ_BUF_MIN: usize = 8 << 10;
+
+/// A busy connection's read buffer grows up to this (fewer, larger reads).
+const READ_BUF_MAX: usize = 64 << 10;
 
 /// After shutdown is signalled, keep reading while the peer still has data
 /// in flight; a connection quiet this long is done.
@@ -46,7 +50,8 @@ pub async fn serve<S: AsyncRead + Unpin>(
     token: CancellationToken,
 ) -> Result<(), ConnError> {
     let max = pipeline.max_msg_size;
-    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut read_size = READ_BUF_MIN;
+    let mut buf = BytesMut::with_capacity(read_size);
     let mut draining = token.is_cancelled();
     loop {
         let n = if draining {
@@ -63,6 +68,11 @@ pub async fn serve<S: AsyncRead + Unpin>(
                 }
             }
         };
+        // A read that filled all the room there was means more is waiting:
+        // read bigger next time.
+        if buf.capacity() == buf.len() && read_size < READ_BUF_MAX {
+            read_size *= 2;
+        }
         if n == 0 {
             proc.flush().await;
             return match buf.len() {
@@ -90,24 +100,24 @@ pub async fn serve<S: AsyncRead + Unpin>(
             }
         }
         proc.flush().await;
-        reserve_for_next(&mut buf);
+        reserve_for_next(&mut buf, read_size);
     }
 }
 
 /// Makes room for the rest of a partly received frame (its length is
-/// already known to be within the cap) or for a normal read.
-fn reserve_for_next(buf: &mut BytesMut) {
+/// already known to be within the cap) or for a normal read of `read_size`.
+fn reserve_for_next(buf: &mut BytesMut, read_size: usize) {
     let want = if buf.len() >= HEADER_LEN {
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        (HEADER_LEN + len).max(READ_BUF)
+        (HEADER_LEN + len).max(read_size)
     } else {
-        READ_BUF
+        read_size
     };
-    if buf.capacity() < want || buf.capacity() - buf.len() < READ_BUF / 4 {
-        buf.reserve(want.saturating_sub(buf.len()).max(READ_BUF / 4));
+    if buf.capacity() < want || buf.capacity() - buf.len() < read_size / 4 {
+        buf.reserve(want.saturating_sub(buf.len()).max(read_size / 4));
     }
     // Shrink back after one big frame so an idle connection holds little.
-    if buf.is_empty() && buf.capacity() > 4 * READ_BUF {
-        *buf = BytesMut::with_capacity(READ_BUF);
+    if buf.is_empty() && buf.capacity() > 4 * read_size {
+        *buf = BytesMut::with_capacity(read_size);
     }
 }
