@@ -25,6 +25,10 @@ use crate::writer::{path, Batch, Command, Writers};
 /// Flush a reader's pending lines early once they pass this many bytes.
 const FLUSH_AT_BYTES: usize = 256 << 10;
 
+/// How long a UDP reader waits for room in a full writer queue before it
+/// drops the batch (UDP cannot slow its senders down; this only absorbs bursts).
+const UDP_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Most bytes a route's next batch buffer is allocated with up front.
 const ROUTE_BUF_KEEP: usize = 16 << 10;
 
@@ -289,8 +293,8 @@ impl Processor {
         self.publish_counts();
     }
 
-    /// Like [`Processor::flush`] but never waits: a full queue drops the
-    /// batch and counts it (UDP under overload).
+    /// Like [`Processor::flush`] but waits at most [`UDP_QUEUE_WAIT`] for a
+    /// full queue, then drops the batch and counts it (UDP under overload).
     pub async fn try_flush(&mut self) {
         for i in 0..self.routes.len() {
             let Some(batch) = self.take_batch(i) else {
@@ -299,7 +303,16 @@ impl Processor {
             let count = batch.count;
             match self.routes[i].tx.try_send(Command::Write(batch)) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => self.counts.udp_dropped += count as u64,
+                Err(mpsc::error::TrySendError::Full(cmd)) => {
+                    // A burst: give the writer a moment (the kernel's receive
+                    // buffer holds what arrives meanwhile) before dropping.
+                    let tx = self.routes[i].tx.clone();
+                    match tokio::time::timeout(UDP_QUEUE_WAIT, tx.send(cmd)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(mpsc::error::SendError(cmd))) => self.resend(i, cmd).await,
+                        Err(_) => self.counts.udp_dropped += count as u64,
+                    }
+                }
                 Err(mpsc::error::TrySendError::Closed(cmd)) => self.resend(i, cmd).await,
             }
         }

@@ -40,6 +40,10 @@ pub async fn recv_loop(sock: UdpSocket, pipeline: Arc<Pipeline>, token: Cancella
             }
         }
         proc.try_flush().await;
+        // The writer this just woke waits in this worker's run queue; a
+        // socket that always has data would otherwise keep it from running
+        // until the queue is full and batches are dropped.
+        tokio::task::yield_now().await;
     }
     // Shutdown: what the kernel already holds was sent to us; take it.
     proc.begin_chunk();
