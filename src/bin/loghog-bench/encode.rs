@@ -165,6 +165,38 @@ pub fn push_syslog(out: &mut Vec<u8>, octet_counted: bool, host: &str, app: &str
     }
 }
 
+/// Appends one message in `params.format` to `out`; `json` is scratch.
+pub fn encode_one(
+    params: &Params<'_>,
+    host: &str,
+    body: &str,
+    json: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    match params.format {
+        Format::LogHog => {
+            let mut msg = Message {
+                version: VERSION,
+                app_id: Cow::Borrowed(params.app),
+                module: Cow::Borrowed(params.module),
+                stamp: STAMP,
+                nsecs: NSECS,
+                body: Cow::Borrowed(body),
+                hostname: Some(Cow::Borrowed(host)),
+                signature: None,
+            };
+            if let Some(secret) = params.secret {
+                msg.signature = Some(Cow::Owned(auth::sign(secret, &msg)));
+            }
+            json.clear();
+            msg.encode(json);
+            frame::encode(json, params.compress, out);
+        }
+        Format::SyslogOctetCounted => push_syslog(out, true, host, params.app, body),
+        Format::SyslogDatagram => push_syslog(out, false, host, params.app, body),
+    }
+}
+
 /// Encodes the `count` messages of connection `conn`.
 pub fn encode_connection(params: &Params<'_>, conn: u64, count: u64) -> Stream {
     let count = count as usize;
@@ -179,32 +211,7 @@ pub fn encode_connection(params: &Params<'_>, conn: u64, count: u64) -> Stream {
     for index in 0..count {
         write_body(conn, index as u64, params.body_size, &mut body);
         let host = params.hostnames[index % params.hostnames.len()].as_str();
-        match params.format {
-            Format::LogHog => {
-                let mut msg = Message {
-                    version: VERSION,
-                    app_id: Cow::Borrowed(params.app),
-                    module: Cow::Borrowed(params.module),
-                    stamp: STAMP,
-                    nsecs: NSECS,
-                    body: Cow::Borrowed(&body),
-                    hostname: Some(Cow::Borrowed(host)),
-                    signature: None,
-                };
-                if let Some(secret) = params.secret {
-                    msg.signature = Some(Cow::Owned(auth::sign(secret, &msg)));
-                }
-                json.clear();
-                msg.encode(&mut json);
-                frame::encode(&json, params.compress, &mut stream.bytes);
-            }
-            Format::SyslogOctetCounted => {
-                push_syslog(&mut stream.bytes, true, host, params.app, &body)
-            }
-            Format::SyslogDatagram => {
-                push_syslog(&mut stream.bytes, false, host, params.app, &body)
-            }
-        }
+        encode_one(params, host, &body, &mut json, &mut stream.bytes);
         stream.ends.push(stream.bytes.len());
     }
     stream

@@ -9,7 +9,6 @@
 //! are this machine's `SystemTime`, so no synchronisation is needed; the
 //! poll interval bounds the resolution (about 1 ms).
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Read};
@@ -20,10 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _};
-use loghogd::auth;
-use loghogd::protocol::{frame, message::VERSION, Message};
 
-use crate::encode::{push_syslog, split, Format, Params, Stream, NSECS, STAMP};
+use crate::encode::{encode_one, split, Params, Stream};
 use crate::send::{Conn, Target};
 
 /// How often the reader looks at the file.
@@ -261,33 +258,6 @@ fn write_body(conn: u64, index: u64, t_ns: u64, body_size: usize, out: &mut Stri
         let pad = body_size - out.len() - 1;
         out.push(' ');
         out.extend(std::iter::repeat_n('x', pad));
-    }
-}
-
-/// Appends one message in `params.format` to `out` (as `encode` does for a
-/// whole pre-encoded stream).
-fn encode_one(params: &Params<'_>, host: &str, body: &str, json: &mut Vec<u8>, out: &mut Vec<u8>) {
-    match params.format {
-        Format::LogHog => {
-            let mut msg = Message {
-                version: VERSION,
-                app_id: Cow::Borrowed(params.app),
-                module: Cow::Borrowed(params.module),
-                stamp: STAMP,
-                nsecs: NSECS,
-                body: Cow::Borrowed(body),
-                hostname: Some(Cow::Borrowed(host)),
-                signature: None,
-            };
-            if let Some(secret) = params.secret {
-                msg.signature = Some(Cow::Owned(auth::sign(secret, &msg)));
-            }
-            json.clear();
-            msg.encode(json);
-            frame::encode(json, params.compress, out);
-        }
-        Format::SyslogOctetCounted => push_syslog(out, true, host, params.app, body),
-        Format::SyslogDatagram => push_syslog(out, false, host, params.app, body),
     }
 }
 
