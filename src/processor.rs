@@ -224,7 +224,7 @@ impl Processor {
         let facility = match &self.last_route {
             // Connections mostly repeat one app and module: two short
             // compares instead of hashing both names for every message.
-            Some((app, m, f)) if **app == *msg.app_id && **m == *module => f.clone(),
+            Some((app, m, f)) if same_str(app, &msg.app_id) && same_str(m, module) => f.clone(),
             _ => {
                 let Some(f) = self.db.lookup(&msg.app_id, module) else {
                     self.counts.unknown_app += 1;
@@ -377,6 +377,15 @@ impl Processor {
             }
         }
     }
+}
+
+/// `a == b`, without calling `memcmp` for empty strings: glibc's AVX-512
+/// `memcmp` loads through the pointer under a mask even for length 0, and
+/// an empty `Box<str>` points at a dangling address, so that load takes a
+/// fault-suppression assist: ~100 ns per compare, measured at 10% of the
+/// daemon's CPU with the (usual) empty module.
+fn same_str(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
 }
 
 /// Index of the route for (facility, host), creating it on a miss.

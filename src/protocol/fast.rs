@@ -32,21 +32,21 @@ pub fn decode(payload: &[u8]) -> Option<Message<'_>> {
     loop {
         p.ws();
         p.eat(b'"')?;
-        let key = p.string()?;
+        let key = p.key()?;
         p.ws();
         p.eat(b':')?;
         p.ws();
         let value = p.value()?;
         match key {
-            "version" => put_int(value, &mut version)?,
-            "app_id" => put_str(value, &mut app_id)?,
-            "module" => put_str(value, &mut module)?,
-            "stamp" => put_int(value, &mut stamp)?,
-            "nsecs" => put_int(value, &mut nsecs)?,
-            "body" => put_str(value, &mut body)?,
-            "hostname" => put_str(value, &mut hostname)?,
-            "signature" => put_str(value, &mut signature)?,
-            _ => {}
+            Field::Version => put_int(value, &mut version)?,
+            Field::AppId => put_str(value, &mut app_id)?,
+            Field::Module => put_str(value, &mut module)?,
+            Field::Stamp => put_int(value, &mut stamp)?,
+            Field::Nsecs => put_int(value, &mut nsecs)?,
+            Field::Body => put_str(value, &mut body)?,
+            Field::Hostname => put_str(value, &mut hostname)?,
+            Field::Signature => put_str(value, &mut signature)?,
+            Field::Other => {}
         }
         p.ws();
         match p.next()? {
@@ -72,21 +72,43 @@ pub fn decode(payload: &[u8]) -> Option<Message<'_>> {
 }
 
 /// Offset of the first byte that ends a plain string: `"`, `\\` or a
-/// control character. Checks 16 bytes at a time without branching (the
-/// compiler vectorizes it), since bodies are most of every payload.
+/// control character.
 fn special_at(s: &[u8]) -> Option<usize> {
     fn special(c: u8) -> bool {
         (c == b'"') | (c == b'\\') | (c < 0x20)
     }
-    let (chunks, _) = s.as_chunks::<16>();
-    let mut base = 0;
-    for chunk in chunks {
-        if chunk.iter().fold(false, |hit, &c| hit | special(c)) {
-            break;
-        }
-        base += 16;
+    // Names, hosts and modules are short: a plain loop ends them before a
+    // SIMD search would have set up.
+    let head = s.len().min(SHORT);
+    if let Some(at) = s[..head].iter().position(|&c| special(c)) {
+        return Some(at);
     }
-    s[base..].iter().position(|&c| special(c)).map(|p| base + p)
+    // Bodies: `memchr2` finds the quote or backslash with SIMD, and the
+    // control-character check is a minimum the compiler vectorizes.
+    let rest = &s[head..];
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    if rest[..end].iter().copied().min().unwrap_or(0x20) < 0x20 {
+        return rest.iter().position(|&c| c < 0x20).map(|at| head + at);
+    }
+    Some(head + end)
+}
+
+/// Strings up to this long are scanned byte by byte.
+const SHORT: usize = 24;
+
+/// The object keys the daemon reads.
+#[derive(Clone, Copy)]
+enum Field {
+    Version,
+    AppId,
+    Module,
+    Stamp,
+    Nsecs,
+    Body,
+    Hostname,
+    Signature,
+    /// Any other key (ignored, as serde ignores unknown fields).
+    Other,
 }
 
 /// Fills an empty string slot; a second value or another type declines.
@@ -142,6 +164,29 @@ impl<'a> Parser<'a> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.i += 1;
         }
+    }
+
+    /// The key of a member whose opening quote was eaten. Known names are
+    /// matched in place together with their closing quote, so the usual key
+    /// costs one compare; anything else is read as a string.
+    fn key(&mut self) -> Option<Field> {
+        let rest = self.s.as_bytes().get(self.i..)?;
+        let (field, len) = match rest.first()? {
+            b'v' if rest.starts_with(b"version\"") => (Field::Version, 8),
+            b'a' if rest.starts_with(b"app_id\"") => (Field::AppId, 7),
+            b'm' if rest.starts_with(b"module\"") => (Field::Module, 7),
+            b's' if rest.starts_with(b"stamp\"") => (Field::Stamp, 6),
+            b's' if rest.starts_with(b"signature\"") => (Field::Signature, 10),
+            b'n' if rest.starts_with(b"nsecs\"") => (Field::Nsecs, 6),
+            b'b' if rest.starts_with(b"body\"") => (Field::Body, 5),
+            b'h' if rest.starts_with(b"hostname\"") => (Field::Hostname, 9),
+            _ => {
+                self.string()?;
+                return Some(Field::Other);
+            }
+        };
+        self.i += len;
+        Some(field)
     }
 
     /// The rest of a string whose opening quote was eaten; declines escapes
