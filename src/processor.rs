@@ -221,21 +221,24 @@ impl Processor {
         let msg = Message::decode(payload).map_err(Reject::Message)?;
         self.counts.received += 1;
         let module = msg.module_path();
-        let facility = match &self.last_route {
-            // Connections mostly repeat one app and module: two short
-            // compares instead of hashing both names for every message.
-            Some((app, m, f)) if same_str(app, &msg.app_id) && same_str(m, module) => f.clone(),
-            _ => {
-                let Some(f) = self.db.lookup(&msg.app_id, module) else {
-                    self.counts.unknown_app += 1;
-                    if let Some(suppressed) = self.pipeline.limiter.check() {
-                        warn!(peer = %self.peer, app_id = %msg.app_id, suppressed, "dropped message for an app with no facility");
-                    }
-                    return Ok(());
-                };
-                self.last_route = Some((msg.app_id.as_ref().into(), module.into(), f.clone()));
-                f.clone()
-            }
+        // Connections mostly repeat one app and module: two short compares
+        // instead of hashing both names for every message. The facility is
+        // borrowed from this cache, not cloned: an `Arc` clone and drop per
+        // message bounced its count between cores (8% of CPU with 4 readers).
+        let hit = matches!(&self.last_route,
+            Some((app, m, _)) if same_str(app, &msg.app_id) && same_str(m, module));
+        if !hit {
+            let Some(f) = self.db.lookup(&msg.app_id, module) else {
+                self.counts.unknown_app += 1;
+                if let Some(suppressed) = self.pipeline.limiter.check() {
+                    warn!(peer = %self.peer, app_id = %msg.app_id, suppressed, "dropped message for an app with no facility");
+                }
+                return Ok(());
+            };
+            self.last_route = Some((msg.app_id.as_ref().into(), module.into(), f.clone()));
+        }
+        let Some((_, _, facility)) = &self.last_route else {
+            return Ok(()); // just filled above
         };
         if let Some(secret) = &facility.secret {
             if let Err(err) = auth::verify(secret, &msg) {
@@ -257,7 +260,7 @@ impl Processor {
             Some(h) if !h.is_empty() => h,
             _ => &self.peer_text,
         };
-        let idx = route_index(&mut self.routes, &self.pipeline, &facility, host);
+        let idx = route_index(&mut self.routes, &self.pipeline, facility, host);
         let route = &mut self.routes[idx];
         let before = route.buf.len();
         route
