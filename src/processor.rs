@@ -6,6 +6,7 @@
 //! hands the batches to the writers. Counters are kept locally and added to
 //! the shared [`Stats`] once per flush.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,9 +33,9 @@ const UDP_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(50)
 /// Most bytes a route's next batch buffer is allocated with up front.
 const ROUTE_BUF_KEEP: usize = 16 << 10;
 
-/// Forget cached routes beyond this many (e.g. a relay sending for many
-/// hosts), so the linear route scan stays short.
-const MAX_ROUTES: usize = 64;
+/// Forget a reader's routes once it has more than this many (a relay
+/// sending for ever new hosts), so their senders and buffers stay bounded.
+const MAX_ROUTES: usize = 4096;
 
 /// What all readers share.
 #[derive(Debug)]
@@ -106,7 +107,7 @@ pub struct Processor {
     pipeline: Arc<Pipeline>,
     facilities: watch::Receiver<Arc<FacilityDb>>,
     db: Arc<FacilityDb>,
-    routes: Vec<Route>,
+    routes: Routes,
     /// Reused zlib inflater and its buffer (made on the first compressed frame).
     scratch: Option<Inflater>,
     clock: LineClock,
@@ -135,7 +136,7 @@ impl Processor {
             pipeline,
             facilities,
             db,
-            routes: Vec::new(),
+            routes: Routes::default(),
             scratch: None,
             clock,
             stamp,
@@ -260,8 +261,8 @@ impl Processor {
             Some(h) if !h.is_empty() => h,
             _ => &self.peer_text,
         };
-        let idx = route_index(&mut self.routes, &self.pipeline, facility, host);
-        let route = &mut self.routes[idx];
+        let idx = self.routes.index_of(&self.pipeline, facility, host);
+        let route = &mut self.routes.list[idx];
         let before = route.buf.len();
         route
             .buf
@@ -283,11 +284,11 @@ impl Processor {
     /// Hands every pending batch to its writer, waiting while a writer's
     /// queue is full (backpressure for stream transports).
     pub async fn flush(&mut self) {
-        for i in 0..self.routes.len() {
+        for i in 0..self.routes.list.len() {
             let Some(batch) = self.take_batch(i) else {
                 continue;
             };
-            let tx = self.routes[i].tx.clone();
+            let tx = self.routes.list[i].tx.clone();
             if let Err(mpsc::error::SendError(cmd)) = tx.send(Command::Write(batch)).await {
                 self.resend(i, cmd).await;
             }
@@ -299,17 +300,17 @@ impl Processor {
     /// Like [`Processor::flush`] but waits at most [`UDP_QUEUE_WAIT`] for a
     /// full queue, then drops the batch and counts it (UDP under overload).
     pub async fn try_flush(&mut self) {
-        for i in 0..self.routes.len() {
+        for i in 0..self.routes.list.len() {
             let Some(batch) = self.take_batch(i) else {
                 continue;
             };
             let count = batch.count;
-            match self.routes[i].tx.try_send(Command::Write(batch)) {
+            match self.routes.list[i].tx.try_send(Command::Write(batch)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(cmd)) => {
                     // A burst: give the writer a moment (the kernel's receive
                     // buffer holds what arrives meanwhile) before dropping.
-                    let tx = self.routes[i].tx.clone();
+                    let tx = self.routes.list[i].tx.clone();
                     match tokio::time::timeout(UDP_QUEUE_WAIT, tx.send(cmd)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(mpsc::error::SendError(cmd))) => self.resend(i, cmd).await,
@@ -324,7 +325,7 @@ impl Processor {
     }
 
     fn take_batch(&mut self, i: usize) -> Option<Batch> {
-        let r = &mut self.routes[i];
+        let r = &mut self.routes.list[i];
         if r.count == 0 {
             return None;
         }
@@ -341,7 +342,7 @@ impl Processor {
 
     /// The writer behind a route went away: get a fresh sender and retry once.
     async fn resend(&mut self, i: usize, cmd: Command) {
-        let route = &self.routes[i];
+        let route = &self.routes.list[i];
         let p = &self.pipeline;
         let file = path::file_path(
             &p.logdir,
@@ -351,7 +352,7 @@ impl Processor {
         );
         let mut cmd = cmd;
         if let Some(tx) = p.writers.sender(&file, &route.facility) {
-            self.routes[i].tx = tx.clone();
+            self.routes.list[i].tx = tx.clone();
             match tx.send(cmd).await {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(back)) => cmd = back,
@@ -391,34 +392,93 @@ fn same_str(a: &str, b: &str) -> bool {
     a.len() == b.len() && (a.is_empty() || a == b)
 }
 
-/// Index of the route for (facility, host), creating it on a miss.
-fn route_index(
-    routes: &mut Vec<Route>,
-    p: &Pipeline,
-    facility: &Arc<Facility>,
-    host: &str,
-) -> usize {
-    let host_key = facility.file_per_host.then_some(host);
-    if let Some(i) = routes
-        .iter()
-        .position(|r| Arc::ptr_eq(&r.facility, facility) && r.host.as_deref() == host_key)
-    {
-        return i;
+/// A reader's routes, found by facility and host without scanning (a relay
+/// may send for thousands of hosts through one connection).
+#[derive(Default)]
+struct Routes {
+    list: Vec<Route>,
+    /// Facility (by address) → its route, or its routes by host.
+    index: HashMap<usize, FacilityRoutes>,
+    /// Where the last line went: connections mostly repeat one file.
+    last: usize,
+}
+
+#[derive(Default)]
+struct FacilityRoutes {
+    plain: Option<usize>,
+    by_host: HashMap<Box<str>, usize>,
+}
+
+// === impl Routes ===
+
+impl Routes {
+    fn len(&self) -> usize {
+        self.list.len()
     }
-    let file = path::file_path(&p.logdir, facility, host_key, p.file_ext);
-    // After shutdown began there is no writer to send to; the route then
-    // holds a closed channel and its lines are counted as lost.
-    let tx = p
-        .writers
-        .sender(&file, facility)
-        .unwrap_or_else(|| mpsc::channel(1).0);
-    routes.push(Route {
-        facility: facility.clone(),
-        host: host_key.map(Box::from),
-        tx,
-        buf: Vec::new(),
-        count: 0,
-        ends: Vec::new(),
-    });
-    routes.len() - 1
+
+    fn clear(&mut self) {
+        self.list.clear();
+        self.index.clear();
+    }
+
+    /// Index of the route for (facility, host), creating it on a miss.
+    fn index_of(&mut self, p: &Pipeline, facility: &Arc<Facility>, host: &str) -> usize {
+        let host_key = facility.file_per_host.then_some(host);
+        if let Some(r) = self.list.get(self.last) {
+            let same_host = match (r.host.as_deref(), host_key) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same_str(a, b),
+                _ => false,
+            };
+            if same_host && Arc::ptr_eq(&r.facility, facility) {
+                return self.last;
+            }
+        }
+        let entry = self
+            .index
+            .entry(Arc::as_ptr(facility) as usize)
+            .or_default();
+        let found = match host_key {
+            None => entry.plain,
+            Some(h) => entry.by_host.get(h).copied(),
+        };
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                let i = self.list.len();
+                match host_key {
+                    None => entry.plain = Some(i),
+                    Some(h) => {
+                        entry.by_host.insert(h.into(), i);
+                    }
+                }
+                self.list.push(Route::new(p, facility, host_key));
+                i
+            }
+        };
+        self.last = idx;
+        idx
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    fn new(p: &Pipeline, facility: &Arc<Facility>, host: Option<&str>) -> Route {
+        let file = path::file_path(&p.logdir, facility, host, p.file_ext);
+        // After shutdown began there is no writer to send to; the route then
+        // holds a closed channel and its lines are counted as lost.
+        let tx = p
+            .writers
+            .sender(&file, facility)
+            .unwrap_or_else(|| mpsc::channel(1).0);
+        Route {
+            facility: facility.clone(),
+            host: host.map(Box::from),
+            tx,
+            buf: Vec::new(),
+            count: 0,
+            ends: Vec::new(),
+        }
+    }
 }

@@ -26,6 +26,9 @@ use crate::rotation::{self, started_on_disk, FileState, StateDb};
 /// Stop draining the queue into one write once this much is pending.
 const MAX_PENDING_BYTES: usize = 4 << 20;
 
+/// Drains up to this size are written on the async worker itself.
+const INLINE_WRITE_MAX: usize = 64 << 10;
+
 /// Lines held back by `flush_every` still reach the disk after this long.
 const PENDING_FLUSH_AFTER: Duration = Duration::from_secs(1);
 
@@ -193,20 +196,57 @@ impl LogFile {
         }
         let pending = std::mem::take(&mut self.pending);
         let count = std::mem::take(&mut self.pending_count);
-        self.pending_bytes = 0;
-        let file = self.file.take();
-        let path = self.path.clone();
+        let bytes = std::mem::take(&mut self.pending_bytes);
         let gzip = self
             .ctx
             .compressor
             .compress_on_write
             .then_some(self.ctx.compressor.level);
-        let result = tokio::task::spawn_blocking(move || {
+        let result = match self.file.as_mut() {
+            // A small append to an open file is a copy into the page cache:
+            // done here, it costs microseconds, where handing it to a
+            // blocking thread and back costs two thread wake-ups. With a
+            // thousand files each getting a line at a time that hand-off was
+            // most of the daemon's CPU. Larger drains still go to a blocking
+            // thread, so a slow disk cannot stall a worker for long.
+            Some(file) if gzip.is_none() && bytes <= INLINE_WRITE_MAX => {
+                write_all_vectored(file, &pending).map(|()| bytes as u64)
+            }
+            _ => self.write_blocking(pending, gzip).await,
+        };
+        match result {
+            Ok(written) => {
+                self.size += written;
+                self.ctx.stats.written.fetch_add(count as u64, Relaxed);
+                if let Some(max) = self.facility.max_size {
+                    if self.size >= max {
+                        self.rotate().await;
+                    }
+                }
+            }
+            Err(err) => self.write_failed(count, &err.to_string()),
+        }
+    }
+
+    /// Opens the file if needed (taking its size) and writes `pending` on a
+    /// blocking thread; returns the bytes the file grew by.
+    async fn write_blocking(
+        &mut self,
+        pending: Vec<Vec<u8>>,
+        gzip: Option<u32>,
+    ) -> io::Result<u64> {
+        let file = self.file.take();
+        let path = self.path.clone();
+        let job = tokio::task::spawn_blocking(move || {
             let mut file = match file {
-                Some(f) => f,
-                None => open_append(&path)?,
+                Some(f) => (f, None),
+                None => {
+                    let f = open_append(&path)?;
+                    let len = f.metadata()?.len();
+                    (f, Some(len))
+                }
             };
-            match gzip {
+            let written = match gzip {
                 Some(level) => {
                     let mut enc = flate2::write::GzEncoder::new(
                         Vec::new(),
@@ -215,27 +255,28 @@ impl LogFile {
                     for b in &pending {
                         enc.write_all(b)?;
                     }
-                    file.write_all(&enc.finish()?)?;
+                    let member = enc.finish()?;
+                    file.0.write_all(&member)?;
+                    member.len()
                 }
-                None => write_all_vectored(&mut file, &pending)?,
-            }
-            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-            Ok::<_, io::Error>((file, size))
-        })
-        .await;
-        match result {
-            Ok(Ok((file, size))) => {
-                self.size = size;
+                None => {
+                    write_all_vectored(&mut file.0, &pending)?;
+                    pending.iter().map(Vec::len).sum()
+                }
+            };
+            Ok::<_, io::Error>((file, written as u64))
+        });
+        match job.await {
+            Ok(Ok(((file, opened_len), written))) => {
+                if let Some(len) = opened_len {
+                    // Freshly opened: what was there before this write.
+                    self.size = len;
+                }
                 self.file = Some(file);
-                self.ctx.stats.written.fetch_add(count as u64, Relaxed);
-                if let Some(max) = self.facility.max_size {
-                    if self.size >= max {
-                        self.rotate().await;
-                    }
-                }
+                Ok(written)
             }
-            Ok(Err(err)) => self.write_failed(count, &err.to_string()),
-            Err(join) => self.write_failed(count, &join.to_string()),
+            Ok(Err(err)) => Err(err),
+            Err(join) => Err(io::Error::other(join.to_string())),
         }
     }
 
