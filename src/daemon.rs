@@ -244,6 +244,8 @@ async fn serve(
     {
         error!("writers did not finish within the grace period");
     }
+    // Start times of files first written while draining.
+    crate::rotation::scheduler::save_state(state).await;
     compress_tracker.close();
     if tokio::time::timeout(COMPRESS_GRACE, compress_tracker.wait())
         .await

@@ -8,7 +8,7 @@
 //! restart neither skips nor repeats a rotation.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
@@ -18,12 +18,15 @@ use tracing::{debug, warn};
 
 use crate::config::{Facility, FacilityDb};
 use crate::processor::Pipeline;
-use crate::rotation::{started_on_disk, FileState};
+use crate::rotation::{started_on_disk, FileState, StateDb};
 use crate::writer::Command;
 
 /// Re-plan at least this often, so a wall-clock jump (NTP, suspend) is
 /// noticed even while sleeping towards a far rotation.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// After a new file appears, wait this long for others before re-planning.
+const NEW_FILE_SETTLE: Duration = Duration::from_millis(250);
 
 /// How long to wait for a busy writer to confirm a rotation.
 const ROTATE_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,17 +52,43 @@ pub async fn run(pipeline: Arc<Pipeline>, token: CancellationToken) {
             .and_then(|n| (n - Local::now()).to_std().ok())
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
+        save_state(pipeline.writers.ctx().state.clone()).await;
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            _ = new_file.notified() => {}
+            _ = new_file.notified() => {
+                // Files tend to appear in bursts (a relay's hosts): let the
+                // burst settle so one plan and one save cover it.
+                tokio::select! {
+                    _ = tokio::time::sleep(NEW_FILE_SETTLE) => {}
+                    _ = token.cancelled() => {}
+                }
+            }
             changed = facilities.changed() => {
                 // The sender only goes away at shutdown.
                 if changed.is_err() {
-                    return;
+                    break;
                 }
             }
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => break,
         }
+    }
+    save_state(pipeline.writers.ctx().state.clone()).await;
+}
+
+/// Saves the rotation state if it changed (new files' start times), on a
+/// blocking thread: the save fsyncs.
+pub async fn save_state(state: Arc<Mutex<StateDb>>) {
+    let res = tokio::task::spawn_blocking(move || {
+        let mut db = state.lock().unwrap_or_else(|e| e.into_inner());
+        if db.unsaved() {
+            if let Err(err) = db.save() {
+                warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
+            }
+        }
+    })
+    .await;
+    if let Err(err) = res {
+        warn!(cause = %err, "saving the rotation state failed");
     }
 }
 

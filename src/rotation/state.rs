@@ -62,6 +62,8 @@ pub struct StateDb {
     path: PathBuf,
     /// Sorted so the saved file is stable and diffable.
     files: BTreeMap<PathBuf, FileState>,
+    /// Changed since the last successful save.
+    unsaved: bool,
 }
 
 /// The document as stored.
@@ -87,6 +89,7 @@ impl StateDb {
         StateDb {
             path: path.into(),
             files: BTreeMap::new(),
+            unsaved: false,
         }
     }
 
@@ -190,7 +193,7 @@ impl StateDb {
     ///
     /// # Errors
     /// Any I/O error (the `.tmp` is removed then); the previous state stays.
-    pub fn save(&self) -> io::Result<()> {
+    pub fn save(&mut self) -> io::Result<()> {
         let tmp = append_ext(&self.path, "tmp");
         let result = (|| {
             let mut file = OpenOptions::new()
@@ -209,7 +212,14 @@ impl StateDb {
             return Err(err);
         }
         let dir = parent_dir(&self.path);
-        sync_dir(dir).map_err(|e| ctx(e, "fsync directory", dir))
+        sync_dir(dir).map_err(|e| ctx(e, "fsync directory", dir))?;
+        self.unsaved = false;
+        Ok(())
+    }
+
+    /// Whether something changed since the last successful save.
+    pub fn unsaved(&self) -> bool {
+        self.unsaved
     }
 
     /// Where the state is saved.
@@ -225,19 +235,23 @@ impl StateDb {
     /// Records the state of `live` (times truncated to the microsecond).
     /// In memory only until [`StateDb::save`].
     pub fn set(&mut self, live: &Path, state: FileState) {
+        self.unsaved = true;
         self.files.insert(live.to_owned(), state.truncated());
     }
 
     /// Forgets `live` (e.g. its facility was removed from the config) and
     /// returns what was known.
     pub fn remove(&mut self, live: &Path) -> Option<FileState> {
+        self.unsaved = true;
         self.files.remove(live)
     }
 
     /// Keeps only the files for which `keep` returns true (e.g. after a
     /// reload, the files still configured).
     pub fn retain(&mut self, mut keep: impl FnMut(&Path, &FileState) -> bool) {
+        let before = self.files.len();
         self.files.retain(|p, s| keep(p, s));
+        self.unsaved |= self.files.len() != before;
     }
 
     /// Every known file and its state, sorted by path.

@@ -299,7 +299,8 @@ impl LogFile {
     }
 
     /// Records when the live file was started, the first time this daemon
-    /// opens it (a file left by an earlier run keeps its recorded start).
+    /// opens it (a file left by an earlier run keeps its recorded start),
+    /// and wakes the scheduler to plan its rotation and save the state.
     async fn note_start(&mut self) {
         let path = self.path.clone();
         let state = self.ctx.state.clone();
@@ -312,11 +313,10 @@ impl LogFile {
                 .ok()
                 .flatten()
                 .unwrap_or_else(Local::now);
-            let mut db = lock(&state);
-            db.set(&path, FileState::new(started));
-            if let Err(err) = db.save() {
-                warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
-            }
+            // Saved by the scheduler, which wakes for it: a thousand new
+            // files then cost one save, not a thousand saves of a growing
+            // file. Lost in a crash, a start is read back from the disk.
+            lock(&state).set(&path, FileState::new(started));
             started
         })
         .await;
