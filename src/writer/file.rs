@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::Local;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Batch, Command, WriterCtx};
@@ -73,6 +74,11 @@ impl LogFile {
 
     /// Runs until every sender is gone, then writes what is left and closes.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // One idle timer, re-armed only when it fires: arming a fresh one
+        // for every command was a timer-wheel insert and removal per batch.
+        let idle = tokio::time::sleep(IDLE_CLOSE_AFTER);
+        tokio::pin!(idle);
+        let mut last_command = Instant::now();
         loop {
             let cmd = tokio::select! {
                 cmd = rx.recv() => cmd,
@@ -80,11 +86,17 @@ impl LogFile {
                     self.write_out().await;
                     continue;
                 }
-                _ = tokio::time::sleep(IDLE_CLOSE_AFTER), if self.file.is_some() => {
-                    self.close().await;
+                () = &mut idle, if self.file.is_some() => {
+                    if last_command.elapsed() >= IDLE_CLOSE_AFTER {
+                        self.close().await;
+                        idle.as_mut().reset(Instant::now() + IDLE_CLOSE_AFTER);
+                    } else {
+                        idle.as_mut().reset(last_command + IDLE_CLOSE_AFTER);
+                    }
                     continue;
                 }
             };
+            last_command = Instant::now();
             let Some(cmd) = cmd else { break };
             self.apply(cmd).await;
             // Take whatever else is queued so one write covers it all.
