@@ -167,6 +167,7 @@ async fn serve(
             "log"
         },
         facilities: fac_rx,
+        open_streams: Default::default(),
     });
     let token = CancellationToken::new();
     let readers = TaskTracker::new();

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -54,6 +55,8 @@ pub struct Pipeline {
     pub file_ext: &'static str,
     /// The current facilities; replaced on SIGHUP.
     pub facilities: watch::Receiver<Arc<FacilityDb>>,
+    /// Stream connections being served now (sizes their read buffers).
+    pub open_streams: AtomicUsize,
 }
 
 /// Which listener a reader belongs to, for logs.

@@ -25,7 +25,7 @@ use crate::config::Facility;
 use crate::rotation::{self, started_on_disk, FileState, StateDb};
 
 /// Stop draining the queue into one write once this much is pending.
-const MAX_PENDING_BYTES: usize = 4 << 20;
+const MAX_PENDING_BYTES: usize = 1 << 20;
 
 /// Drains up to this size are written on the async worker itself.
 const INLINE_WRITE_MAX: usize = 64 << 10;
