@@ -16,7 +16,6 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use crate::auth;
 use crate::config::{Facility, FacilityDb};
 use crate::protocol::frame::Inflater;
 use crate::protocol::{FrameError, Header, Message};
@@ -244,8 +243,8 @@ impl Processor {
         let Some((_, _, facility)) = &self.last_route else {
             return Ok(()); // just filled above
         };
-        if let Some(secret) = &facility.secret {
-            if let Err(err) = auth::verify(secret, &msg) {
+        if let Some(key) = &facility.secret {
+            if let Err(err) = key.verify(&msg) {
                 self.counts.bad_signature += 1;
                 if let Some(suppressed) = self.pipeline.limiter.check() {
                     warn!(peer = %self.peer, app_id = %msg.app_id, module = %msg.module, cause = %err, suppressed, "dropped message: signature check failed");

@@ -39,7 +39,7 @@ pub struct Facility {
     /// One file per sending host.
     pub file_per_host: bool,
     /// HMAC-MD5 key messages must be signed with. Never printed.
-    pub secret: Option<String>,
+    pub secret: Option<crate::auth::Key>,
 }
 
 /// Every configured facility, looked up by app and module.
@@ -344,7 +344,7 @@ fn read_facility(
     };
     let secret = match own("secret") {
         Some("") => None,
-        Some(v) => Some(v.to_owned()),
+        Some(v) => Some(crate::auth::Key::new(v)),
         None => root.and_then(|r| r.secret.clone()),
     };
     if rotate.is_size() && max_size.is_none() {
@@ -405,7 +405,10 @@ secret = my-big-secret
         assert_eq!(root.max_size, Some(1024));
         assert_eq!(root.flush_every, 1);
         assert!(root.file_per_host);
-        assert_eq!(root.secret.as_deref(), Some("my-big-secret"));
+        assert_eq!(
+            root.secret.as_ref().map(|k| k.secret()),
+            Some("my-big-secret")
+        );
         let web = db.lookup("kitchen-sink-app", "web").unwrap();
         assert_eq!(web.section_name(), "kitchen-sink-app:web");
         assert_eq!(web.file_stem(), "web");
@@ -414,7 +417,10 @@ secret = my-big-secret
         // Inherited from the root.
         assert_eq!(web.max_size, Some(1024));
         assert!(web.file_per_host);
-        assert_eq!(web.secret.as_deref(), Some("my-big-secret"));
+        assert_eq!(
+            web.secret.as_ref().map(|k| k.secret()),
+            Some("my-big-secret")
+        );
     }
 
     #[test]
@@ -423,14 +429,18 @@ secret = my-big-secret
         assert!(db.len() >= 5);
         let signed = db.lookup("signed-app", "x").unwrap();
         assert_eq!(
-            signed.secret.as_deref(),
+            signed.secret.as_ref().map(|k| k.secret()),
             Some("change-me;to-a-long-random-string")
         );
         let db = parse(include_str!("../../etc/dev/facilities.conf"));
         let names: Vec<String> = db.iter().map(|f| f.section_name()).collect();
         assert_eq!(names, ["my-app", "my-app:web", "signed-app"]);
         assert_eq!(
-            db.lookup("signed-app", "").unwrap().secret.as_deref(),
+            db.lookup("signed-app", "")
+                .unwrap()
+                .secret
+                .as_ref()
+                .map(|k| k.secret()),
             Some("dev-secret")
         );
     }
@@ -524,7 +534,7 @@ secret = my-big-secret
         assert_eq!(web.max_size, Some(100));
         assert_eq!(web.flush_every, 3);
         assert!(web.file_per_host);
-        assert_eq!(web.secret.as_deref(), Some("s;1"));
+        assert_eq!(web.secret.as_ref().map(|k| k.secret()), Some("s;1"));
         let api = db.lookup("app", "api").unwrap();
         assert_eq!(api.rotate.describe(), "hourly (0 * * * *)");
         assert_eq!(
@@ -532,9 +542,9 @@ secret = my-big-secret
             (2, Some(50), 2)
         );
         assert!(!api.file_per_host);
-        assert_eq!(api.secret.as_deref(), Some("other"));
+        assert_eq!(api.secret.as_ref().map(|k| k.secret()), Some("other"));
         let public = db.lookup("app", "public").unwrap();
-        assert_eq!(public.secret, None);
+        assert!(public.secret.is_none());
         assert_eq!(public.max_size, None);
     }
 

@@ -383,7 +383,7 @@ mod tests {
             b"{\"version\":99,\"files\":{}}",
         ] {
             fs::write(&path, junk).unwrap();
-            let db = StateDb::load(&path).unwrap();
+            let mut db = StateDb::load(&path).unwrap();
             assert!(db.is_empty());
             assert_eq!(
                 fs::read(dir.path().join("state.json.corrupt")).unwrap(),
@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn save_into_missing_dir_fails_cleanly() {
         let dir = tempfile::tempdir().unwrap();
-        let db = StateDb::new(dir.path().join("no/such/state.json"));
+        let mut db = StateDb::new(dir.path().join("no/such/state.json"));
         db.save().unwrap_err();
     }
 
