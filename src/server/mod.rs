@@ -94,7 +94,14 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
     // Best effort: a smaller buffer only means more drops under overload.
-    let _ = s.set_recv_buffer_size(UDP_RCVBUF);
+    // SO_RCVBUFFORCE passes net.core.rmem_max when the daemon may (root or
+    // CAP_NET_ADMIN, before dropping privileges); otherwise SO_RCVBUF gets
+    // what rmem_max allows.
+    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &UDP_RCVBUF)
+        .is_err()
+    {
+        let _ = s.set_recv_buffer_size(UDP_RCVBUF);
+    }
     s.bind(&addr.into())?;
     Ok(s.into())
 }
