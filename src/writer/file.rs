@@ -44,6 +44,9 @@ pub struct LogFile {
     file: Option<File>,
     /// Bytes in the live file, for `max_size`.
     size: u64,
+    /// The open file is a regular file (not a FIFO or device an operator
+    /// pointed the path at), so a small write to it cannot block for long.
+    regular: bool,
     /// Latest settings for this file (from the newest batch).
     facility: Arc<Facility>,
     /// Batches not yet handed to the OS.
@@ -64,6 +67,7 @@ impl LogFile {
             path,
             file: None,
             size: 0,
+            regular: false,
             facility,
             pending: Vec::new(),
             pending_count: 0,
@@ -221,7 +225,7 @@ impl LogFile {
             // thousand files each getting a line at a time that hand-off was
             // most of the daemon's CPU. Larger drains still go to a blocking
             // thread, so a slow disk cannot stall a worker for long.
-            Some(file) if gzip.is_none() && bytes <= INLINE_WRITE_MAX => {
+            Some(file) if self.regular && gzip.is_none() && bytes <= INLINE_WRITE_MAX => {
                 write_all_vectored(file, &pending).map(|()| bytes as u64)
             }
             _ => self.write_blocking(pending, gzip).await,
@@ -254,8 +258,8 @@ impl LogFile {
                 Some(f) => (f, None),
                 None => {
                     let f = open_append(&path)?;
-                    let len = f.metadata()?.len();
-                    (f, Some(len))
+                    let meta = f.metadata()?;
+                    (f, Some((meta.len(), meta.is_file())))
                 }
             };
             let written = match gzip {
@@ -280,9 +284,10 @@ impl LogFile {
         });
         match job.await {
             Ok(Ok(((file, opened_len), written))) => {
-                if let Some(len) = opened_len {
+                if let Some((len, regular)) = opened_len {
                     // Freshly opened: what was there before this write.
                     self.size = len;
+                    self.regular = regular;
                 }
                 self.file = Some(file);
                 Ok(written)

@@ -286,6 +286,52 @@ fn file_per_host_paths() {
     assert_eq!(parse_line(&peer[0]).1, "127.0.0.1");
 }
 
+/// A relay's connection interleaving many hosts (more than a reader once
+/// kept routes for): every host's file gets exactly its lines, in order,
+/// and the rotation state lists every new file once the daemon has stopped.
+#[test]
+fn file_per_host_many_hosts_through_one_connection() {
+    let setup = Setup::new().facilities(PER_HOST_FACILITIES);
+    let mut d = Daemon::start(&setup);
+    let (hosts, rounds) = (300, 5);
+    let mut bytes = Vec::new();
+    for round in 0..rounds {
+        for h in 0..hosts {
+            let host = format!("relay-h{h}");
+            bytes.extend(frame(
+                "app",
+                "",
+                &format!("{host} #{round}"),
+                &Opts::host(&host),
+            ));
+        }
+    }
+    send_tcp(d.tcp_addr(), &bytes);
+    for h in 0..hosts {
+        let lines = wait_for_lines(
+            &setup.log(&format!("app/relay-h{h}-root.log")),
+            rounds,
+            DEADLINE,
+        );
+        let bodies: Vec<String> = lines.iter().map(|l| parse_line(l).2).collect();
+        let want: Vec<String> = (0..rounds).map(|r| format!("relay-h{h} #{r}")).collect();
+        assert_eq!(bodies, want, "host {h}");
+    }
+    d.stop();
+    assert_eq!(log_files(&setup).len(), hosts);
+    let state = read(&setup.root().join("lib/rotation-state.json"));
+    let state: serde_json::Value = serde_json::from_str(&state).expect("state is JSON");
+    let files = state["files"].as_object().expect("files map");
+    for h in 0..hosts {
+        let path = setup.log(&format!("app/relay-h{h}-root.log"));
+        assert!(
+            files.contains_key(path.to_str().unwrap()),
+            "{} missing from the rotation state",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn hostname_path_attacks_stay_inside_app_dir() {
     let setup = Setup::new().facilities(PER_HOST_FACILITIES);
