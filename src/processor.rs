@@ -33,6 +33,9 @@ const UDP_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(50)
 /// Most bytes a route's next batch buffer is allocated with up front.
 const ROUTE_BUF_KEEP: usize = 16 << 10;
 
+/// Readers with more routes than this keep no buffer between batches.
+const FEW_ROUTES: usize = 64;
+
 /// Forget a reader's routes once it has more than this many (a relay
 /// sending for ever new hosts), so their senders and buffers stay bounded.
 const MAX_ROUTES: usize = 4096;
@@ -327,13 +330,19 @@ impl Processor {
     }
 
     fn take_batch(&mut self, i: usize) -> Option<Batch> {
+        // Start the next batch near this one's size, but never hold much
+        // per route: idle connections × files would add up. A reader with
+        // many routes (a relay) keeps none: it would hold thousands.
+        let keep = if self.routes.len() > FEW_ROUTES {
+            0
+        } else {
+            ROUTE_BUF_KEEP
+        };
         let r = &mut self.routes.list[i];
         if r.count == 0 {
             return None;
         }
-        // Start the next batch near this one's size, but never hold much
-        // per route: idle connections × files would add up.
-        let cap = r.buf.len().min(ROUTE_BUF_KEEP);
+        let cap = r.buf.len().min(keep);
         Some(Batch {
             facility: r.facility.clone(),
             data: std::mem::replace(&mut r.buf, Vec::with_capacity(cap)),
