@@ -801,6 +801,26 @@ fn tail(text: &str) -> &str {
     &text[at..]
 }
 
+/// Checks that `lines` hold every `c{conn} n{seq}` exactly once, in order per
+/// connection.
+pub fn check_numbers(lines: &[String], conns: usize, per_conn: usize) {
+    let mut next = vec![0usize; conns];
+    for line in lines {
+        let (_, _, body) = parse_line(line);
+        let mut it = body.split(' ');
+        let c: usize = it.next().unwrap()[1..].parse().unwrap();
+        let n: usize = it.next().unwrap()[1..].parse().unwrap();
+        assert_eq!(
+            n, next[c],
+            "connection {c}: expected message {} next, got {n} (lost, duplicated or reordered)",
+            next[c]
+        );
+        next[c] += 1;
+    }
+    assert_eq!(next, vec![per_conn; conns], "messages per connection");
+    assert_eq!(lines.len(), conns * per_conn, "total line count");
+}
+
 /// Splits a log line into (timestamp, hostname, body), checking the exact
 /// format `YYYY-MM-DD HH:MM:SS.ffffff - {hostname} - {body}`. The hostname
 /// must not contain ` - ` (true for all the names these tests use).
