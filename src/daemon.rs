@@ -1,5 +1,7 @@
-//! Wiring: load the config, bind, drop privileges, start readers and
-//! writers, then serve until a signal says stop.
+//! The daemon: [`run`] wires inputs → router → outputs on already-bound
+//! listeners and serves until a shutdown future resolves (mini-redis'
+//! `server::run`); [`main`] is the binary's wiring around it: load the
+//! config, bind, drop privileges, turn signals into [`Remote`] requests.
 //!
 //! Signals (SPEC §8): SIGHUP reloads facilities.conf (and TLS certificates)
 //! and reopens files, keeping the old config if the new one is broken;
@@ -7,47 +9,40 @@
 //! sync every file, remove the pid file. SIGUSR1 logs the counters.
 //! The only module that uses `anyhow`.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Local;
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::cli::Args;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError, FacilityDb};
-use crate::processor::Pipeline;
-use crate::server::{self, Listeners};
-use crate::stats::{RateLimit, Stats};
-use crate::writer::{path, WriterCtx, Writers};
+use crate::input::tls::TlsSetup;
+use crate::input::{self, InputCtx, Listeners};
+use crate::output::file::{path, scheduler, WriterCtx, Writers};
+use crate::output::Outputs;
+use crate::ratelimit::RateLimit;
+use crate::router::RouterCtx;
+use crate::stats::Stats;
 
 /// Exit status for configuration errors (sysexits EX_CONFIG).
 pub const EX_CONFIG: u8 = 78;
-
-/// How long shutdown waits for connections to drain, then for writers to
-/// flush, before giving up on the stragglers.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
-/// How long shutdown lets running backup compressions finish; an abandoned
-/// one leaves its backup uncompressed, and the next start compresses it.
-const COMPRESS_GRACE: Duration = Duration::from_secs(5);
-
-/// Concurrent backup compressions (each uses one core).
-const COMPRESSION_JOBS: usize = 1;
 
 /// Rotation state file in `workdir`.
 const STATE_FILE: &str = "rotation-state.json";
 
 /// Runs the daemon for parsed flags; the whole life of the process.
 pub fn main(args: Args) -> ExitCode {
-    match run(args) {
+    match start(args) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("loghogd: {err:#}");
@@ -62,7 +57,7 @@ fn config_error(err: &ConfigError) -> ExitCode {
     ExitCode::from(EX_CONFIG)
 }
 
-fn run(args: Args) -> anyhow::Result<ExitCode> {
+fn start(args: Args) -> anyhow::Result<ExitCode> {
     let overrides = args.overrides();
     let config = match Config::load(&args.config, &overrides) {
         Ok(c) => c,
@@ -72,10 +67,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(f) => f,
         Err(e) => return Ok(config_error(&e)),
     };
-    let tls = match tls_setup(&config) {
-        Ok(t) => t,
-        Err(e) => return Ok(config_error(&e)),
-    };
+    // Checked here so a bad certificate is a config error (exit 78); `run`
+    // loads them again for itself.
+    if let Err(e) = tls_setup(&config) {
+        return Ok(config_error(&e));
+    }
     if args.check_config {
         print_check(&config, &facilities);
         return Ok(ExitCode::SUCCESS);
@@ -98,7 +94,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     ] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let listeners = server::bind(&config.server.listen, &config.server.listen_ssl)?;
+    let listeners = input::bind(&config.server.listen, &config.server.listen_ssl)?;
     if let Some(user) = &config.main.user {
         crate::privileges::drop_to(
             user,
@@ -119,7 +115,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .thread_name("loghogd")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(args, config, facilities, listeners, tls, log_sink));
+    let result = runtime.block_on(async move {
+        let signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
+            .context("cannot install signal handlers")?;
+        let (remote, mut control) = control();
+        control.log_sink = log_sink;
+        let stop = forward_signals(signals, remote);
+        run(config, facilities, listeners, control, stop).await
+    });
     // Blocking work (compressions) that outlived the grace period is
     // abandoned here; its backup stays uncompressed and start-up redoes it.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -127,46 +130,156 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
-async fn serve(
-    args: Args,
+/// Turns SIGHUP and SIGUSR1 into requests; resolves on SIGTERM or SIGINT.
+async fn forward_signals(mut signals: signal_hook_tokio::Signals, remote: Remote) {
+    while let Some(sig) = signals.next().await {
+        match sig {
+            // Not waited for: a reload in progress must not hold up a stop.
+            SIGHUP => {
+                let _ = remote.requests.send(Request::Reload(None)).await;
+            }
+            SIGUSR1 => {
+                let _ = remote.requests.send(Request::LogStats).await;
+            }
+            _ => {
+                info!(signal = sig, "stopping");
+                return;
+            }
+        }
+    }
+}
+
+/// What a caller can ask of a running daemon: the binary sends these on
+/// SIGHUP and SIGUSR1, tests call them directly.
+#[derive(Debug)]
+enum Request {
+    /// Re-read facilities.conf and the TLS files, reopen every file; the
+    /// reply says whether facilities.conf was taken.
+    Reload(Option<oneshot::Sender<Result<(), String>>>),
+    /// Log the counters.
+    LogStats,
+}
+
+/// The caller's side of a running daemon (see [`control`]).
+#[derive(Debug, Clone)]
+pub struct Remote {
+    requests: mpsc::Sender<Request>,
+    /// The daemon's counters, live.
+    pub stats: Arc<Stats>,
+}
+
+/// The daemon's side: what [`run`] takes besides its config and sockets.
+#[derive(Debug)]
+pub struct Control {
+    requests: mpsc::Receiver<Request>,
+    stats: Arc<Stats>,
+    clock: Clock,
+    log_sink: Option<crate::logging::LogSink>,
+}
+
+/// A connected pair: give the [`Control`] to [`run`], keep the [`Remote`].
+pub fn control() -> (Remote, Control) {
+    let (tx, rx) = mpsc::channel(8);
+    let stats = Arc::new(Stats::default());
+    (
+        Remote {
+            requests: tx,
+            stats: stats.clone(),
+        },
+        Control {
+            requests: rx,
+            stats,
+            clock: Clock::system(),
+            log_sink: None,
+        },
+    )
+}
+
+// === impl Remote ===
+
+impl Remote {
+    /// Reloads as SIGHUP does and waits until it was applied.
+    ///
+    /// # Errors
+    /// Why the new facilities.conf was refused (the old one stays), or that
+    /// the daemon is gone.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Reload(Some(tx)))
+            .await
+            .map_err(|_| "the daemon has stopped".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the daemon has stopped".to_string()))
+    }
+}
+
+// === impl Control ===
+
+impl Control {
+    /// Rotation reads `clock` instead of the system's (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Control {
+        self.clock = clock;
+        self
+    }
+}
+
+/// Runs the daemon on already-bound `listeners` until `shutdown` resolves,
+/// then stops as SIGTERM does: stop accepting, drain what peers already
+/// sent, flush and sync every file, let compressions finish in time.
+///
+/// # Errors
+/// The rotation state cannot be read, the TLS files cannot be loaded, or a
+/// socket cannot be registered with the runtime.
+pub async fn run(
     config: Config,
     facilities: FacilityDb,
     listeners: Listeners,
-    tls: Option<server::tcp::TlsSetup>,
-    log_sink: Option<crate::logging::LogSink>,
+    control: Control,
+    shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
-        .context("cannot install signal handlers")?;
-    let stats = Arc::new(Stats::default());
+    let Control {
+        mut requests,
+        stats,
+        clock,
+        log_sink,
+    } = control;
+    let limits = config.limits.clone();
+    let tls = tls_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state_path = config.main.workdir.join(STATE_FILE);
     let state = crate::rotation::StateDb::load(&state_path)
         .with_context(|| format!("cannot read rotation state {}", state_path.display()))?;
     let state = Arc::new(std::sync::Mutex::new(state));
     let compress_tracker = TaskTracker::new();
+    let compressions = Arc::new(Semaphore::new(limits.compression_jobs.max(1)));
     let (fac_tx, fac_rx) = watch::channel(Arc::new(facilities));
     let writer_tracker = TaskTracker::new();
-    let writers = Writers::new(WriterCtx {
-        stats: stats.clone(),
-        limiter: RateLimit::new(10, Duration::from_secs(10)),
-        compressor: config.compressor.clone(),
-        tracker: writer_tracker.clone(),
-        state: state.clone(),
-        compressions: Arc::new(tokio::sync::Semaphore::new(COMPRESSION_JOBS)),
-        compress_tracker: compress_tracker.clone(),
-        new_file: Arc::new(tokio::sync::Notify::new()),
-    });
-    let pipeline = Arc::new(Pipeline {
-        writers,
+    let writers = Arc::new(Writers::new(
+        config.main.logdir.clone(),
+        WriterCtx {
+            stats: stats.clone(),
+            limiter: RateLimit::new(10, Duration::from_secs(10)),
+            compressor: config.compressor.clone(),
+            tracker: writer_tracker.clone(),
+            state: state.clone(),
+            compressions: compressions.clone(),
+            compress_tracker: compress_tracker.clone(),
+            new_file: Arc::new(tokio::sync::Notify::new()),
+            clock: clock.clone(),
+        },
+    ));
+    let router = Arc::new(RouterCtx {
+        outputs: Outputs {
+            files: writers.clone(),
+        },
         stats: stats.clone(),
         limiter: RateLimit::new(20, Duration::from_secs(10)),
+        facilities: fac_rx.clone(),
+    });
+    let inputs = Arc::new(InputCtx {
+        router,
         max_msg_size: config.server.max_msg_size,
-        logdir: config.main.logdir.clone(),
-        file_ext: if config.compressor.compress_on_write {
-            "log.gz"
-        } else {
-            "log"
-        },
-        facilities: fac_rx,
+        limits: limits.clone(),
         open_streams: Default::default(),
     });
     let token = CancellationToken::new();
@@ -174,8 +287,7 @@ async fn serve(
     // Backups a crash left uncompressed (or half-compressed) are listed now,
     // before any writer or rotation runs, and finished in the background:
     // this run's own backups are never in the list.
-    let leftovers = crate::rotation::recover::plan(&config.main.logdir);
-    match leftovers {
+    match crate::rotation::recover::plan(&config.main.logdir) {
         Ok(plan) if !plan.is_empty() => {
             let c = config.compressor.clone();
             let logdir = config.main.logdir.clone();
@@ -196,13 +308,10 @@ async fn serve(
             token.clone(),
         ));
     }
-    let scheduler = tokio::spawn(crate::rotation::scheduler::run(
-        pipeline.clone(),
-        token.clone(),
-    ));
-    server::run(
+    let scheduler = tokio::spawn(scheduler::run(writers.clone(), fac_rx, token.clone()));
+    input::run(
         listeners,
-        pipeline.clone(),
+        inputs.clone(),
         tls.clone(),
         token.clone(),
         &readers,
@@ -211,17 +320,28 @@ async fn serve(
     info!(facilities = fac_tx.borrow().iter().count(), "loghogd ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    while let Some(sig) = signals.next().await {
-        match sig {
-            SIGHUP => {
+    tokio::pin!(shutdown);
+    loop {
+        let req = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            req = requests.recv() => req,
+        };
+        match req {
+            Some(Request::Reload(reply)) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                reload(&args, &config, &fac_tx, tls.as_ref());
-                pipeline.writers.reopen_all().await;
+                let res = reload(&config, &fac_tx, tls.as_ref());
+                writers.reopen_all().await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                if let Some(reply) = reply {
+                    let _ = reply.send(res);
+                }
             }
-            SIGUSR1 => info!("stats {}", stats.summary()),
-            _ => {
-                info!(signal = sig, "stopping");
+            Some(Request::LogStats) => info!("stats {}", stats.summary()),
+            // Every Remote is gone: nothing can ask for anything any more,
+            // but the daemon still runs until `shutdown`.
+            None => {
+                shutdown.as_mut().await;
                 break;
             }
         }
@@ -229,26 +349,26 @@ async fn serve(
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     token.cancel();
     readers.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, readers.wait())
+    if tokio::time::timeout(limits.shutdown_grace, readers.wait())
         .await
         .is_err()
     {
         warn!("connections still open after the grace period; closing them");
     }
     let _ = scheduler.await;
-    pipeline.writers.close();
-    drop(pipeline);
+    writers.close();
+    drop(inputs);
     writer_tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, writer_tracker.wait())
+    if tokio::time::timeout(limits.shutdown_grace, writer_tracker.wait())
         .await
         .is_err()
     {
         error!("writers did not finish within the grace period");
     }
     // Start times of files first written while draining.
-    crate::rotation::scheduler::save_state(state).await;
+    scheduler::save_state(state).await;
     compress_tracker.close();
-    if tokio::time::timeout(COMPRESS_GRACE, compress_tracker.wait())
+    if tokio::time::timeout(limits.compress_grace, compress_tracker.wait())
         .await
         .is_err()
     {
@@ -260,34 +380,34 @@ async fn serve(
 
 /// Re-reads facilities.conf (and TLS files); a broken file keeps the old.
 fn reload(
-    args: &Args,
     config: &Config,
     fac_tx: &watch::Sender<Arc<FacilityDb>>,
-    tls: Option<&server::tcp::TlsSetup>,
-) {
-    let _ = args;
-    match FacilityDb::load(&config.main.facilities_config) {
+    tls: Option<&TlsSetup>,
+) -> Result<(), String> {
+    let res = match FacilityDb::load(&config.main.facilities_config) {
         Ok(db) => {
             let n = db.iter().count();
             fac_tx.send_replace(Arc::new(db));
             info!(facilities = n, "facilities reloaded");
+            Ok(())
         }
-        Err(err) => error!("reload failed, keeping the old facilities: {err}"),
-    }
+        Err(err) => {
+            error!("reload failed, keeping the old facilities: {err}");
+            Err(err.to_string())
+        }
+    };
     if let Some(tls) = tls {
         reload_tls(config, tls);
     }
+    res
 }
 
 /// Loads the TLS server config when TLS listeners are configured.
-fn tls_setup(config: &Config) -> Result<Option<server::tcp::TlsSetup>, ConfigError> {
+fn tls_setup(config: &Config) -> Result<Option<TlsSetup>, ConfigError> {
     if config.server.listen_ssl.is_empty() {
         return Ok(None);
     }
-    let cfg = load_tls(config)?;
-    Ok(Some(server::tcp::TlsSetup {
-        acceptor: Arc::new(std::sync::RwLock::new(tokio_rustls::TlsAcceptor::from(cfg))),
-    }))
+    Ok(Some(TlsSetup::new(load_tls(config)?)))
 }
 
 fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
@@ -308,7 +428,7 @@ fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
         .cacert
         .as_deref()
         .ok_or_else(|| missing("cacert"))?;
-    crate::tls::load_server_config(pem, ca).map_err(|e| ConfigError {
+    crate::input::tls::load_server_config(pem, ca).map_err(|e| ConfigError {
         file: config.path.clone(),
         place: "[server] pemfile/cacert".into(),
         problem: e.to_string(),
@@ -316,11 +436,10 @@ fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
 }
 
 /// Swaps in freshly read certificates; broken ones keep the old.
-fn reload_tls(config: &Config, tls: &server::tcp::TlsSetup) {
+fn reload_tls(config: &Config, tls: &TlsSetup) {
     match load_tls(config) {
         Ok(cfg) => {
-            *tls.acceptor.write().unwrap_or_else(|e| e.into_inner()) =
-                tokio_rustls::TlsAcceptor::from(cfg);
+            tls.replace(cfg);
             info!("tls certificates reloaded");
         }
         Err(err) => error!("tls reload failed, keeping the old certificates: {err}"),
@@ -331,12 +450,8 @@ fn reload_tls(config: &Config, tls: &server::tcp::TlsSetup) {
 fn print_check(config: &Config, facilities: &FacilityDb) {
     println!("{}: ok", config.path.display());
     println!("{}: ok", config.main.facilities_config.display());
-    let ext = if config.compressor.compress_on_write {
-        "log.gz"
-    } else {
-        "log"
-    };
-    let now = Local::now();
+    let ext = config.compressor.live_ext();
+    let now = chrono::Local::now();
     for f in facilities.iter() {
         let host = f.file_per_host.then_some("{hostname}");
         let file = path::file_path(&config.main.logdir, f, None, ext);

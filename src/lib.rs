@@ -9,41 +9,57 @@
 //! ```text
 //! cli          command-line flags (SPEC §7)
 //! config       loghogd.conf + facilities.conf → validated Config / FacilityDb
-//! protocol     frame header + JSON message (shared with clients)
-//! auth         HMAC-MD5 signing and constant-time verification
-//! tls          rustls server/client configs (mutual CA verification)
-//! server       listeners: TCP/TLS accept loops, UDP receive loops, Connection
-//! processor    frame → message → facility → verify → formatted line in a batch
-//! writer       one task per output file: append, flush policy, rotate
-//! rotation     schedules, backup naming/retention, the rotation scheduler
+//! input        listeners; framing and decoding of each wire format → Record
+//!   tcp, udp     accept / receive loops
+//!   stream       one connection, generic over a Framer and a Decoder
+//!   loghog       the LogHog frame + JSON message (loghog-protocol) → Record
+//!   tls          the mutual-TLS server config and its reload slot
+//! record       the protocol-neutral Record every input produces
+//! router       facility lookup, signature check, per-route batching, counting
+//! output       where a route's batches go: Handle, Outputs
+//!   file         one writer task per log file, paths, line format, scheduler
+//! rotation     leaf: schedules, backup names and retention, state, recovery
 //! compress     xz / gzip / bzip2 of rotated files, off the async workers
-//! daemon       wiring, signals, shutdown, pid file
+//! clock        the wall clock rotation reads (injected in tests)
+//! stats        counters; ratelimit  warnings peers can cause
+//! daemon       run(config, listeners, control, shutdown); the binary's wiring
 //! ```
+//!
+//! The wire protocol itself (frames, messages, signing, certificate loading)
+//! is the `loghog-protocol` crate, shared with the `loghog` client.
 //!
 //! # Data flow
 //!
 //! ```text
-//! TCP/TLS accept → Connection::read → Header::check → processor ─┐
-//! UDP recv_from  ──────────────────→ Header::check → processor ─┤
-//!                                                                ▼
-//!        Writers::get_or_spawn(path) ── bounded mpsc ──► LogFile task ──► file
-//!                                                         ▲ Rotate  │ rename
-//!                                    rotation::scheduler ─┘         ▼
-//!                                                        compress (blocking pool)
+//! TCP/TLS accept → stream::serve ─ Framer::check → Decoder ─┐
+//! UDP recv_from  ─────────────────────────────→ Decoder ─┤  Record
+//!                                                          ▼
+//!              Router: FacilityDb::lookup → verify → line into the route's batch
+//!                                                          │ Handle (bounded queue)
+//!                                                          ▼
+//!              output::file: LogFile task ──► file ── scheduler: Rotate
+//!                                               │ rename (rotation)
+//!                                               ▼
+//!                                    compress (blocking pool) → prune
 //! ```
+//!
+//! Arrows point down: an input never knows which output a route has, an
+//! output never parses a wire format, and `rotation` imports nothing above it.
 
-pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod compress;
 pub mod config;
 pub mod daemon;
-pub mod logging;
-pub mod privileges;
-pub mod processor;
-pub mod protocol;
-pub mod rotation;
-pub mod server;
+pub(crate) mod input;
+pub(crate) mod logging;
+pub(crate) mod output;
+pub(crate) mod privileges;
+pub(crate) mod ratelimit;
+pub(crate) mod record;
+pub(crate) mod rotation;
+pub(crate) mod router;
 pub mod stats;
-pub mod timefmt;
-pub mod tls;
-pub mod writer;
+pub(crate) mod timefmt;
+
+pub use input::{bind, Listeners};

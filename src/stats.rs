@@ -1,12 +1,11 @@
-//! Counters of what the daemon received, wrote and refused, and a rate
-//! limiter for the warnings hostile input produces.
+//! Counters of what the daemon received, wrote and refused.
 //!
 //! Hot paths count locally and add here once per read chunk, so no counter
-//! cache line bounces between cores per message.
+//! cache line bounces between cores per message. [`Stats::for_each`] is the
+//! one view of them: the SIGUSR1 line, the tests and the metrics endpoint
+//! all read it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// Daemon-wide counters, logged on SIGUSR1 and at shutdown.
 #[derive(Debug, Default)]
@@ -33,73 +32,88 @@ pub struct Stats {
     pub tls_refused: AtomicU64,
 }
 
+// === impl Stats ===
+
 impl Stats {
+    /// Calls `f(name, help, value)` for every counter, in a fixed order.
+    /// Names are stable: they are the SIGUSR1 keys and the metric names.
+    pub fn for_each(&self, mut f: impl FnMut(&'static str, &'static str, u64)) {
+        for (name, help, counter) in self.table() {
+            f(name, help, counter.load(Relaxed));
+        }
+    }
+
+    /// The value of the counter called `name`, `None` if there is none.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.table()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, c)| c.load(Relaxed))
+    }
+
     /// One `key=value` line of every counter.
     pub fn summary(&self) -> String {
-        let g = |c: &AtomicU64| c.load(Relaxed);
-        format!(
-            "received={} written={} bad_frames={} oversize_closed={} bad_signature={} unknown_app={} udp_dropped={} write_errors={} connections={} tls_refused={}",
-            g(&self.received),
-            g(&self.written),
-            g(&self.bad_frames),
-            g(&self.oversize_closed),
-            g(&self.bad_signature),
-            g(&self.unknown_app),
-            g(&self.udp_dropped),
-            g(&self.write_errors),
-            g(&self.connections),
-            g(&self.tls_refused),
-        )
-    }
-}
-
-/// Lets at most `per_window` warnings through per `window`; counts the rest
-/// so the next warning that passes can say how many were suppressed.
-#[derive(Debug)]
-pub struct RateLimit {
-    per_window: u32,
-    window: Duration,
-    state: Mutex<LimitState>,
-}
-
-#[derive(Debug)]
-struct LimitState {
-    started: Instant,
-    passed: u32,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// A limiter passing `per_window` events per `window`.
-    pub fn new(per_window: u32, window: Duration) -> RateLimit {
-        RateLimit {
-            per_window,
-            window,
-            state: Mutex::new(LimitState {
-                started: Instant::now(),
-                passed: 0,
-                suppressed: 0,
-            }),
-        }
+        let mut out = String::new();
+        self.for_each(|name, _, value| {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(name);
+            out.push('=');
+            out.push_str(itoa::Buffer::new().format(value));
+        });
+        out
     }
 
-    /// `Some(suppressed_since_last)` when this event may be logged.
-    pub fn check(&self) -> Option<u64> {
-        // A poisoned lock only means another thread panicked mid-update of
-        // three integers; the state is still usable.
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if now.duration_since(s.started) >= self.window {
-            s.started = now;
-            s.passed = 0;
-        }
-        if s.passed < self.per_window {
-            s.passed += 1;
-            Some(std::mem::take(&mut s.suppressed))
-        } else {
-            s.suppressed += 1;
-            None
-        }
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 10] {
+        [
+            (
+                "received",
+                "well-formed messages taken off the network",
+                &self.received,
+            ),
+            (
+                "written",
+                "lines handed to the operating system",
+                &self.written,
+            ),
+            (
+                "bad_frames",
+                "frames dropped as malformed",
+                &self.bad_frames,
+            ),
+            (
+                "oversize_closed",
+                "connections closed for a length over max_msg_size",
+                &self.oversize_closed,
+            ),
+            (
+                "bad_signature",
+                "messages dropped for a missing or wrong signature",
+                &self.bad_signature,
+            ),
+            (
+                "unknown_app",
+                "messages for an app with no facility",
+                &self.unknown_app,
+            ),
+            (
+                "udp_dropped",
+                "UDP messages dropped because a writer queue was full",
+                &self.udp_dropped,
+            ),
+            (
+                "write_errors",
+                "lines lost to write errors",
+                &self.write_errors,
+            ),
+            (
+                "connections",
+                "TCP and TLS connections accepted",
+                &self.connections,
+            ),
+            ("tls_refused", "TLS handshakes refused", &self.tls_refused),
+        ]
     }
 }
 
@@ -108,15 +122,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limit_counts_suppressed() {
-        let rl = RateLimit::new(2, Duration::from_secs(3600));
-        assert_eq!(rl.check(), Some(0));
-        assert_eq!(rl.check(), Some(0));
-        assert_eq!(rl.check(), None);
-        assert_eq!(rl.check(), None);
-        let mut s = rl.state.lock().unwrap();
-        s.started -= Duration::from_secs(3601);
-        drop(s);
-        assert_eq!(rl.check(), Some(2));
+    fn every_counter_is_listed_once_and_read_back() {
+        let s = Stats::default();
+        s.written.fetch_add(7, Relaxed);
+        let mut names = Vec::new();
+        s.for_each(|n, help, _| {
+            assert!(!help.is_empty());
+            names.push(n);
+        });
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        assert_eq!(s.get("written"), Some(7));
+        assert_eq!(s.get("nope"), None);
+        assert!(s.summary().starts_with("received=0 written=7 "));
     }
 }

@@ -1,6 +1,6 @@
 //! facilities.conf → [`FacilityDb`]: one [`Facility`] per section (SPEC §2,
 //! §5, §6), sub-facilities completed from their app's root, and
-//! [`FacilityDb::lookup`], which the processor uses to route each message to
+//! [`FacilityDb::lookup`], which the router uses to route each message to
 //! its most specific facility. Reloaded on SIGHUP as a whole new snapshot.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::raw::{RawIni, RawSection};
 use super::{parse_bool, ConfigError};
 use crate::rotation::schedule::Schedule;
+use loghog_protocol::normalize_module;
 
 /// The keys a facility section knows; anything else is warned about.
 const KNOWN_KEYS: &[&str] = &[
@@ -39,7 +40,7 @@ pub struct Facility {
     /// One file per sending host.
     pub file_per_host: bool,
     /// HMAC-MD5 key messages must be signed with. Never printed.
-    pub secret: Option<crate::auth::Key>,
+    pub secret: Option<loghog_protocol::Key>,
 }
 
 /// Every configured facility, looked up by app and module.
@@ -220,16 +221,6 @@ impl FacilityDb {
     }
 }
 
-/// A client's `module` as [`FacilityDb::lookup`] wants it: `""` and `"root"`
-/// are the root, and a leading `root.` is dropped (SPEC §1, §2).
-pub fn normalize_module(module: &str) -> &str {
-    if module == "root" {
-        ""
-    } else {
-        module.strip_prefix("root.").unwrap_or(module)
-    }
-}
-
 /// `app`, `app:`, `app:root` → (`app`, `""`); `app:web.x` and
 /// `app:root.web.x` → (`app`, `web.x`). Names become path components, so
 /// the app and every module segment are checked.
@@ -344,7 +335,7 @@ fn read_facility(
     };
     let secret = match own("secret") {
         Some("") => None,
-        Some(v) => Some(crate::auth::Key::new(v)),
+        Some(v) => Some(loghog_protocol::Key::new(v)),
         None => root.and_then(|r| r.secret.clone()),
     };
     if rotate.is_size() && max_size.is_none() {

@@ -9,6 +9,7 @@ pub mod raw;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use facility::{Facility, FacilityDb};
 
@@ -123,6 +124,39 @@ pub struct Config {
     pub compressor: CompressorSection,
     /// `[server]`.
     pub server: ServerSection,
+    /// Limits that protect the daemon (defaults; not yet keys of the file).
+    pub limits: Limits,
+}
+
+/// Limits on connections, timing and background work. Fields rather than
+/// constants so tests can shrink them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most connections served at once per stream listener; more wait in
+    /// the kernel's accept backlog.
+    pub max_connections: usize,
+    /// A silent peer may hold a TLS handshake slot at most this long.
+    pub handshake_timeout: Duration,
+    /// At stop, how long connections may take to drain, then how long the
+    /// writers may take to flush, before the stragglers are given up.
+    pub shutdown_grace: Duration,
+    /// At stop, how long running backup compressions may take to finish;
+    /// an abandoned one leaves its backup uncompressed for the next start.
+    pub compress_grace: Duration,
+    /// Backup compressions at once (each takes a core).
+    pub compression_jobs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 16_384,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+            compress_grace: Duration::from_secs(5),
+            compression_jobs: 1,
+        }
+    }
 }
 
 /// `[main]`. All paths are absolute or relative to the current directory
@@ -168,6 +202,17 @@ pub struct CompressorSection {
     pub level: u32,
     /// The live file is itself a gzip stream.
     pub compress_on_write: bool,
+}
+
+impl CompressorSection {
+    /// The live files' extension: `log`, or `log.gz` with `compress_on_write`.
+    pub fn live_ext(&self) -> &'static str {
+        if self.compress_on_write {
+            "log.gz"
+        } else {
+            "log"
+        }
+    }
 }
 
 /// `[server]`.
@@ -230,6 +275,7 @@ impl Config {
             log: read_log(&get("log"), overrides)?,
             compressor: read_compressor(&get("compressor"))?,
             server: read_server(&get("server"))?,
+            limits: Limits::default(),
         })
     }
 
@@ -320,7 +366,7 @@ fn read_log(r: &Reader<'_>, o: &Overrides) -> Result<LogSection, ConfigError> {
 fn read_compressor(r: &Reader<'_>) -> Result<CompressorSection, ConfigError> {
     let format = match r.str("format") {
         None => Codec::Xz,
-        Some(v) => parse_codec(v).ok_or_else(|| {
+        Some(v) => Codec::parse(v).ok_or_else(|| {
             r.error(
                 "format",
                 format!("format = \"{v}\" is not a compression format; use xz, gzip or bzip2"),
@@ -484,16 +530,6 @@ pub fn parse_level(v: &str) -> Option<tracing::Level> {
         "INFO" => Some(tracing::Level::INFO),
         "WARNING" | "WARN" => Some(tracing::Level::WARN),
         "ERROR" | "CRITICAL" => Some(tracing::Level::ERROR),
-        _ => None,
-    }
-}
-
-/// `[compressor] format` → [`Codec`]. The file extensions are accepted too.
-pub fn parse_codec(v: &str) -> Option<Codec> {
-    match v.to_ascii_lowercase().as_str() {
-        "xz" => Some(Codec::Xz),
-        "gzip" | "gz" => Some(Codec::Gzip),
-        "bzip2" | "bz2" => Some(Codec::Bzip2),
         _ => None,
     }
 }
@@ -837,7 +873,7 @@ listen_ipv6_ssl =
             ("gzip", Codec::Gzip),
             ("bzip2", Codec::Bzip2),
         ] {
-            assert_eq!(parse_codec(v), Some(want));
+            assert_eq!(Codec::parse(v), Some(want));
         }
         for (v, want) in [
             ("WARN", tracing::Level::WARN),

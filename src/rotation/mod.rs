@@ -7,13 +7,9 @@
 pub mod backup;
 pub mod recover;
 pub mod schedule;
-pub mod scheduler;
 pub mod state;
 
-pub use backup::{
-    backup_path, free_backup_path, list_backups, plan_prune, prune, rename_live, Backup,
-};
-pub use recover::{recover, RecoverReport};
+pub use backup::{prune, rename_live};
 pub use state::{started_on_disk, FileState, StateDb};
 
 use std::io;
@@ -40,7 +36,7 @@ pub struct Finished {
 ///
 /// # Errors
 /// The first failure. Retention still runs when compression fails (the
-/// backup then stays uncompressed until the next start's [`recover()`]).
+/// backup then stays uncompressed until the next start's recovery).
 pub fn compress_and_prune(
     live: &Path,
     backup: &Path,
@@ -62,6 +58,7 @@ pub fn compress_and_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rotation::backup::list_backups;
     use chrono::NaiveDate;
     use std::fs;
 

@@ -52,6 +52,7 @@ pub struct RecoverReport {
 /// Only when `logdir` exists but cannot be read. A missing `logdir` is an
 /// empty report (files are created on the first message). Problems with
 /// single files or app directories are logged and counted in `failed`.
+#[cfg(test)]
 pub fn recover(
     logdir: &Path,
     codec: Codec,

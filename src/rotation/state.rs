@@ -241,17 +241,10 @@ impl StateDb {
 
     /// Forgets `live` (e.g. its facility was removed from the config) and
     /// returns what was known.
+    #[cfg(test)]
     pub fn remove(&mut self, live: &Path) -> Option<FileState> {
         self.unsaved = true;
         self.files.remove(live)
-    }
-
-    /// Keeps only the files for which `keep` returns true (e.g. after a
-    /// reload, the files still configured).
-    pub fn retain(&mut self, mut keep: impl FnMut(&Path, &FileState) -> bool) {
-        let before = self.files.len();
-        self.files.retain(|p, s| keep(p, s));
-        self.unsaved |= self.files.len() != before;
     }
 
     /// Every known file and its state, sorted by path.
@@ -260,11 +253,13 @@ impl StateDb {
     }
 
     /// How many files are known.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.files.len()
     }
 
     /// Whether no file is known.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }

@@ -68,7 +68,7 @@ fn client_config_with(
     ca: &Path,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<ClientConfig> {
-    let base = loghogd::tls::load_client_config(pem, ca)
+    let base = loghog::tls::client_config(pem, ca, true)
         .unwrap_or_else(|e| panic!("client config {}: {e}", pem.display()));
     let config = ClientConfig::builder_with_provider(base.crypto_provider().clone())
         .with_protocol_versions(versions)
@@ -78,9 +78,9 @@ fn client_config_with(
     Arc::new(config)
 }
 
-/// The client config the daemon's users get: `loghogd::tls::load_client_config`.
+/// The client config the daemon's users get: `loghog::tls::client_config`.
 fn client_config(pem: &Path, ca: &Path) -> Arc<ClientConfig> {
-    loghogd::tls::load_client_config(pem, ca)
+    loghog::tls::client_config(pem, ca, true)
         .unwrap_or_else(|e| panic!("client config {}: {e}", pem.display()))
 }
 

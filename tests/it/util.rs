@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use loghogd::protocol::{frame, Message};
+use loghog_protocol::{frame, Message};
 
 /// How long any wait in these tests may take before it counts as a failure.
 /// Generous on purpose: CI is a loaded 2-core machine.
@@ -639,7 +639,7 @@ pub fn message<'a>(app: &'a str, module: &'a str, body: &'a str, opts: &'a Opts)
     if let Some(sig) = &opts.signature {
         m.signature = Some(sig.as_str().into());
     } else if let Some(secret) = &opts.secret {
-        m.signature = Some(loghogd::auth::sign(secret, &m).into());
+        m.signature = Some(loghog_protocol::sign::sign(secret, &m).into());
     }
     m
 }

@@ -5,18 +5,10 @@
 //! thread per connection does nothing but write (`send`); `check` reads the
 //! daemon's files back. Only loopback addresses are ever dialled.
 
-// A crate root looks for modules beside itself (src/bin/), so the
-// submodules' directory is named explicitly.
-#[path = "loghog-bench/check.rs"]
 mod check;
-#[path = "loghog-bench/encode.rs"]
 mod encode;
-#[path = "loghog-bench/latency.rs"]
 mod latency;
-#[path = "loghog-bench/send.rs"]
 mod send;
-#[path = "loghog-bench/tls.rs"]
-mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -317,8 +309,9 @@ fn tls_config(
     let (Some(pem), Some(ca)) = (&args.tls_pem, &args.tls_ca) else {
         bail!("--transport tls needs --tls-pem PATH (client key + cert) and --tls-ca PATH");
     };
-    let config = tls::load_client_config(pem, ca, args.tls_server_name.is_some())?;
-    let name = tls::server_name(args.tls_server_name.as_deref(), ip)?;
+    let config = loghog::tls::client_config(pem, ca, args.tls_server_name.is_some())?;
+    let name = loghog::tls::server_name(args.tls_server_name.as_deref(), ip)
+        .context("--tls-server-name is not a valid DNS name or IP address")?;
     Ok(Some((config, name)))
 }
 

@@ -1,21 +1,22 @@
 //! One stream connection (plain TCP or TLS): read into a buffer, take every
-//! complete frame out of it, hand the batch to the writers, read on.
+//! complete frame out of it with the connection's [`Framer`], hand each to its
+//! [`Decoder`] (which routes the record), flush the batches, read on.
 //!
 //! The read buffer only grows to the frame being assembled, never to a
-//! length a peer merely announced: a length over `max_msg_size` closes the
-//! connection before anything is allocated for it.
+//! length a peer merely announced: a framer refuses a length over
+//! `max_msg_size` before anything is allocated, and the connection closes.
 
 use std::io;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::processor::{Pipeline, Processor};
-use crate::protocol::{FrameError, Header, HEADER_LEN};
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::Relaxed;
+use super::{Decoder, Framer, InputCtx};
+use crate::router::Router;
 
 /// A connection's first read buffer: small, since most connections are
 /// quiet and a thousand of them should not cost 64 MiB.
@@ -35,11 +36,11 @@ const DRAIN_IDLE: Duration = Duration::from_millis(250);
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnError {
+pub(crate) enum ConnError {
     #[error("read failed: {0}")]
     Io(#[from] io::Error),
     #[error("{0}; closing the connection")]
-    TooLarge(FrameError),
+    Untrusted(String),
     #[error("connection closed inside a frame ({0} bytes unread)")]
     Truncated(usize),
 }
@@ -49,14 +50,20 @@ pub enum ConnError {
 /// # Errors
 /// A read error, an oversize length field, or EOF in the middle of a frame;
 /// every complete frame before it has been handed on.
-pub async fn serve<S: AsyncRead + Unpin>(
+pub(crate) async fn serve<S, F, D>(
     mut stream: S,
-    mut proc: Processor,
-    pipeline: &Pipeline,
+    mut framer: F,
+    mut decoder: D,
+    mut router: Router,
+    ctx: &InputCtx,
     token: CancellationToken,
-) -> Result<(), ConnError> {
-    let max = pipeline.max_msg_size;
-    let _open = OpenStream::new(&pipeline.open_streams);
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + Unpin,
+    F: Framer,
+    D: Decoder,
+{
+    let _open = OpenStream::new(&ctx.open_streams);
     let mut read_size = READ_BUF_MIN;
     let mut buf = BytesMut::with_capacity(read_size);
     let mut draining = token.is_cancelled();
@@ -77,48 +84,48 @@ pub async fn serve<S: AsyncRead + Unpin>(
         };
         // A read that filled all the room there was means more is waiting:
         // read bigger next time.
-        let cap = (READ_BUDGET / pipeline.open_streams.load(Relaxed).max(1))
-            .clamp(READ_BUF_MIN, READ_BUF_MAX);
+        let cap =
+            (READ_BUDGET / ctx.open_streams.load(Relaxed).max(1)).clamp(READ_BUF_MIN, READ_BUF_MAX);
         if buf.capacity() == buf.len() && read_size < cap {
             read_size *= 2;
         }
         read_size = read_size.min(cap);
         if n == 0 {
-            proc.flush().await;
+            router.flush().await;
             return match buf.len() {
                 0 => Ok(()),
                 rest => Err(ConnError::Truncated(rest)),
             };
         }
-        proc.begin_chunk();
+        router.begin_chunk();
         loop {
-            match Header::check(&buf, max) {
-                Ok(h) => {
-                    let len = h.frame_len();
-                    proc.process(h, &buf[HEADER_LEN..len]);
+            match framer.check(&buf) {
+                Ok(Some(len)) => {
+                    decoder.decode(&buf[..len], &mut router);
                     buf.advance(len);
-                    if proc.needs_flush() {
-                        proc.flush().await;
+                    if router.needs_flush() {
+                        router.flush().await;
                     }
                 }
-                Err(FrameError::Incomplete) => break,
+                Ok(None) => break,
                 Err(err) => {
-                    proc.flush().await;
-                    pipeline.stats.oversize_closed.fetch_add(1, Relaxed);
-                    return Err(ConnError::TooLarge(err));
+                    router.flush().await;
+                    ctx.router.stats.oversize_closed.fetch_add(1, Relaxed);
+                    return Err(ConnError::Untrusted(err.to_string()));
                 }
             }
         }
-        proc.flush().await;
-        reserve_for_next(&mut buf, read_size);
+        router.flush().await;
+        let need = framer.need(&buf);
+        reserve_for_next(&mut buf, need, read_size);
     }
 }
 
 /// Counts a connection in `open_streams` while it lives.
-struct OpenStream<'a>(&'a AtomicUsize);
+pub(crate) struct OpenStream<'a>(&'a AtomicUsize);
 
 impl<'a> OpenStream<'a> {
-    fn new(open: &'a AtomicUsize) -> OpenStream<'a> {
+    pub(crate) fn new(open: &'a AtomicUsize) -> OpenStream<'a> {
         open.fetch_add(1, Relaxed);
         OpenStream(open)
     }
@@ -130,15 +137,11 @@ impl Drop for OpenStream<'_> {
     }
 }
 
-/// Makes room for the rest of a partly received frame (its length is
-/// already known to be within the cap) or for a normal read of `read_size`.
-fn reserve_for_next(buf: &mut BytesMut, read_size: usize) {
-    let want = if buf.len() >= HEADER_LEN {
-        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        (HEADER_LEN + len).max(read_size)
-    } else {
-        read_size
-    };
+/// Makes room for the rest of a partly received frame of `need` bytes (its
+/// length is already known to be within the cap) or for a normal read of
+/// `read_size`.
+fn reserve_for_next(buf: &mut BytesMut, need: usize, read_size: usize) {
+    let want = need.max(read_size);
     if buf.capacity() < want || buf.capacity() - buf.len() < read_size / 4 {
         buf.reserve(want.saturating_sub(buf.len()).max(read_size / 4));
     }

@@ -46,6 +46,7 @@ pub fn safe_host(host: &str) -> String {
 
 /// Whether `host` can be used as-is (so the per-connection route cache can
 /// compare the raw name).
+#[cfg(test)]
 pub fn is_safe_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= MAX_HOST_IN_NAME

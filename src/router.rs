@@ -1,34 +1,38 @@
-//! Frame → message → facility → signature check → formatted line.
+//! The router: [`Record`] → facility → signature check → a formatted line in
+//! the pending batch of the route it belongs to → the route's output.
 //!
-//! Every reader (a TCP/TLS connection, a UDP socket) owns one [`Processor`].
-//! It formats lines itself, so the work scales with connections, and keeps
-//! them in one pending batch per destination file until [`Processor::flush`]
-//! hands the batches to the writers. Counters are kept locally and added to
-//! the shared [`Stats`] once per flush.
+//! Every reader (a TCP/TLS connection, a UDP socket) owns one [`Router`], so
+//! the work scales with connections and nothing is shared per message: lines
+//! are formatted here, into one pending batch per destination, until
+//! [`Router::flush`] hands the batches to their outputs. Counters are kept
+//! locally and added to the shared [`Stats`] once per flush. The router never
+//! knows a wire format (inputs build records) nor what an output does with a
+//! batch (a route only holds its [`Handle`]).
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use loghog_protocol::{normalize_module, Signed};
+use tokio::sync::watch;
 use tracing::warn;
 
 use crate::config::{Facility, FacilityDb};
-use crate::protocol::frame::Inflater;
-use crate::protocol::{FrameError, Header, Message};
-use crate::stats::{RateLimit, Stats};
+use crate::output::{file::line, Batch, Handle, Outputs, Refused};
+use crate::ratelimit::RateLimit;
+use crate::record::{Auth, Record, Transport};
+use crate::stats::Stats;
 use crate::timefmt::{LineClock, STAMP_LEN};
-use crate::writer::{path, Batch, Command, Writers};
 
 /// Flush a reader's pending lines early once they pass this many bytes.
 const FLUSH_AT_BYTES: usize = 256 << 10;
 
-/// How long a UDP reader waits for room in a full writer queue before it
+/// How long a UDP reader waits for room in a full output queue before it
 /// drops the batch (UDP cannot slow its senders down; this only absorbs bursts).
-const UDP_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+const UDP_QUEUE_WAIT: Duration = Duration::from_millis(50);
 
 /// Most bytes a route's next batch buffer is allocated with up front.
 const ROUTE_BUF_KEEP: usize = 16 << 10;
@@ -37,61 +41,35 @@ const ROUTE_BUF_KEEP: usize = 16 << 10;
 const FEW_ROUTES: usize = 64;
 
 /// Forget a reader's routes once it has more than this many (a relay
-/// sending for ever new hosts), so their senders and buffers stay bounded.
+/// sending for ever new hosts), so their handles and buffers stay bounded.
 const MAX_ROUTES: usize = 4096;
 
-/// What all readers share.
+/// What all routers share.
 #[derive(Debug)]
-pub struct Pipeline {
-    /// Output file registry.
-    pub writers: Writers,
+pub(crate) struct RouterCtx {
+    /// Where routes send their batches.
+    pub(crate) outputs: Outputs,
     /// Daemon-wide counters.
-    pub stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
     /// Limits warnings about bad input (one hostile peer must not flood the log).
-    pub limiter: RateLimit,
-    /// `[server] max_msg_size`.
-    pub max_msg_size: usize,
-    /// `[main] logdir`.
-    pub logdir: PathBuf,
-    /// `log` or `log.gz` (compress_on_write).
-    pub file_ext: &'static str,
+    pub(crate) limiter: RateLimit,
     /// The current facilities; replaced on SIGHUP.
-    pub facilities: watch::Receiver<Arc<FacilityDb>>,
-    /// Stream connections being served now (sizes their read buffers).
-    pub open_streams: AtomicUsize,
+    pub(crate) facilities: watch::Receiver<Arc<FacilityDb>>,
 }
 
-/// Which listener a reader belongs to, for logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Tcp,
-    Udp,
-    Tls,
-}
-
-impl Transport {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-            Transport::Tls => "tls",
-        }
-    }
-}
-
-/// Pending lines for one destination file.
+/// Pending lines for one destination.
 struct Route {
     facility: Arc<Facility>,
-    /// The host part of the file name (`file_per_host` only), as sent.
+    /// The host part of the destination (`file_per_host` only), as sent.
     host: Option<Box<str>>,
-    tx: mpsc::Sender<Command>,
+    output: Handle,
     buf: Vec<u8>,
     count: u32,
     /// Message end offsets in `buf` (only for `max_size` facilities).
     ends: Vec<u32>,
 }
 
+/// Counts kept by one reader between flushes.
 #[derive(Debug, Default)]
 struct Counts {
     received: u64,
@@ -101,25 +79,17 @@ struct Counts {
     udp_dropped: u64,
 }
 
-/// Why an accepted frame was not written (for the rate-limited warning).
-enum Reject {
-    Frame(FrameError),
-    Message(crate::protocol::MessageError),
-}
-
-/// One reader's message pipeline.
-pub struct Processor {
-    pipeline: Arc<Pipeline>,
+/// One reader's router.
+pub(crate) struct Router {
+    ctx: Arc<RouterCtx>,
     facilities: watch::Receiver<Arc<FacilityDb>>,
     db: Arc<FacilityDb>,
     routes: Routes,
-    /// Reused zlib inflater and its buffer (made on the first compressed frame).
-    scratch: Option<Inflater>,
     clock: LineClock,
-    /// Receipt time of the chunk being processed.
+    /// Receipt time of the chunk being routed.
     stamp: [u8; STAMP_LEN],
     peer: IpAddr,
-    /// The peer address as text: the host name of messages without one.
+    /// The peer address as text: the host name of records without one.
     peer_text: String,
     transport: Transport,
     counts: Counts,
@@ -128,21 +98,20 @@ pub struct Processor {
     last_route: Option<(Box<str>, Box<str>, Arc<Facility>)>,
 }
 
-// === impl Processor ===
+// === impl Router ===
 
-impl Processor {
-    /// A processor for one reader.
-    pub fn new(pipeline: Arc<Pipeline>, peer: IpAddr, transport: Transport) -> Processor {
-        let mut facilities = pipeline.facilities.clone();
+impl Router {
+    /// A router for one reader.
+    pub(crate) fn new(ctx: Arc<RouterCtx>, peer: IpAddr, transport: Transport) -> Router {
+        let mut facilities = ctx.facilities.clone();
         let db = facilities.borrow_and_update().clone();
         let mut clock = LineClock::new();
         let stamp = clock.now();
-        Processor {
-            pipeline,
+        Router {
+            ctx,
             facilities,
             db,
             routes: Routes::default(),
-            scratch: None,
             clock,
             stamp,
             peer,
@@ -155,16 +124,16 @@ impl Processor {
     }
 
     /// Changes the peer (UDP: every datagram has its own).
-    pub fn set_peer(&mut self, peer: IpAddr) {
+    pub(crate) fn set_peer(&mut self, peer: IpAddr) {
         if peer != self.peer {
             self.peer = peer;
             self.peer_text = peer.to_string();
         }
     }
 
-    /// Starts a chunk of frames received together: takes the receipt time
+    /// Starts a chunk of records received together: takes the receipt time
     /// and picks up a reloaded facility set. Call with nothing pending.
-    pub fn begin_chunk(&mut self) {
+    pub(crate) fn begin_chunk(&mut self) {
         self.stamp = self.clock.now();
         if self.facilities.has_changed().unwrap_or(false) {
             self.db = self.facilities.borrow_and_update().clone();
@@ -176,87 +145,74 @@ impl Processor {
     }
 
     /// Whether enough is pending that it should be flushed before reading on.
-    pub fn needs_flush(&self) -> bool {
+    pub(crate) fn needs_flush(&self) -> bool {
         self.pending_bytes >= FLUSH_AT_BYTES
     }
 
-    /// Handles one complete frame: `raw` is its payload (header stripped).
-    pub fn process(&mut self, header: Header, raw: &[u8]) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        if let Err(reject) = self.process_inner(header, raw, &mut scratch) {
-            self.counts.bad_frames += 1;
-            if let Some(suppressed) = self.pipeline.limiter.check() {
-                let cause = match reject {
-                    Reject::Frame(e) => e.to_string(),
-                    Reject::Message(e) => e.to_string(),
-                };
-                warn!(peer = %self.peer, transport = self.transport.as_str(), %cause, suppressed, "dropped frame");
-            }
-        }
-        // Don't let one huge inflated message pin its buffer forever.
-        if scratch.as_ref().is_some_and(|z| z.capacity() > 1 << 20) {
-            scratch = None;
-        }
-        self.scratch = scratch;
-    }
-
-    /// Counts and (rate-limited) logs a datagram that is not exactly one
-    /// frame: `err` is why the header was refused, `None` when the frame's
-    /// length disagrees with the datagram's.
-    pub fn reject_datagram(&mut self, len: usize, err: Option<FrameError>) {
+    /// Counts and (rate-limited) logs a frame or datagram an input could not
+    /// turn into a record; `cause` says why.
+    pub(crate) fn reject(&mut self, cause: &dyn Display) {
         self.counts.bad_frames += 1;
-        if let Some(suppressed) = self.pipeline.limiter.check() {
-            let cause = match err {
-                Some(FrameError::Incomplete) => "datagram shorter than its frame".to_string(),
-                Some(e) => e.to_string(),
-                None => "datagram longer than its frame".to_string(),
+        if let Some(suppressed) = self.ctx.limiter.check() {
+            let what = match self.transport {
+                Transport::Udp => "dropped datagram",
+                _ => "dropped frame",
             };
-            warn!(peer = %self.peer, transport = "udp", len, %cause, suppressed, "dropped datagram");
+            warn!(peer = %self.peer, transport = self.transport.as_str(), %cause, suppressed, "{what}");
         }
     }
 
-    fn process_inner(
-        &mut self,
-        header: Header,
-        raw: &[u8],
-        scratch: &mut Option<Inflater>,
-    ) -> Result<(), Reject> {
-        let payload = header
-            .payload(raw, self.pipeline.max_msg_size, scratch)
-            .map_err(Reject::Frame)?;
-        let msg = Message::decode(payload).map_err(Reject::Message)?;
+    /// Routes one record: finds its facility, checks its signature, and
+    /// appends its line to the pending batch of its destination.
+    pub(crate) fn route(&mut self, rec: &Record<'_>) {
         self.counts.received += 1;
-        let module = msg.module_path();
+        let module = normalize_module(rec.module);
         // Connections mostly repeat one app and module: two short compares
         // instead of hashing both names for every message. The facility is
         // borrowed from this cache, not cloned: an `Arc` clone and drop per
         // message bounced its count between cores (8% of CPU with 4 readers).
         let hit = matches!(&self.last_route,
-            Some((app, m, _)) if same_str(app, &msg.app_id) && same_str(m, module));
+            Some((app, m, _)) if same_str(app, rec.app_id) && same_str(m, module));
         if !hit {
-            let Some(f) = self.db.lookup(&msg.app_id, module) else {
+            let Some(f) = self.db.lookup(rec.app_id, module) else {
                 self.counts.unknown_app += 1;
-                if let Some(suppressed) = self.pipeline.limiter.check() {
-                    warn!(peer = %self.peer, app_id = %msg.app_id, suppressed, "dropped message for an app with no facility");
+                if let Some(suppressed) = self.ctx.limiter.check() {
+                    warn!(peer = %self.peer, app_id = %rec.app_id, suppressed, "dropped message for an app with no facility");
                 }
-                return Ok(());
+                return;
             };
-            self.last_route = Some((msg.app_id.as_ref().into(), module.into(), f.clone()));
+            self.last_route = Some((rec.app_id.into(), module.into(), f.clone()));
         }
         let Some((_, _, facility)) = &self.last_route else {
-            return Ok(()); // just filled above
+            return; // just filled above
         };
         if let Some(key) = &facility.secret {
-            if let Err(err) = key.verify(&msg) {
-                self.counts.bad_signature += 1;
-                if let Some(suppressed) = self.pipeline.limiter.check() {
-                    warn!(peer = %self.peer, app_id = %msg.app_id, module = %msg.module, cause = %err, suppressed, "dropped message: signature check failed");
+            let checked = match rec.auth {
+                Auth::LogHog {
+                    stamp,
+                    nsecs,
+                    signature,
+                } => {
+                    let fields = Signed {
+                        app_id: rec.app_id,
+                        module: rec.module,
+                        stamp,
+                        nsecs,
+                        body: rec.body,
+                    };
+                    key.verify_fields(&fields, signature)
                 }
-                return Ok(());
+            };
+            if let Err(err) = checked {
+                self.counts.bad_signature += 1;
+                if let Some(suppressed) = self.ctx.limiter.check() {
+                    warn!(peer = %self.peer, app_id = %rec.app_id, module = %rec.module, cause = %err, suppressed, "dropped message: signature check failed");
+                }
+                return;
             }
         }
         let cleaned;
-        let host: &str = match msg.hostname.as_deref() {
+        let host: &str = match rec.host {
             // A host name is one token: control characters in it (a newline
             // could forge a whole record) are replaced. Bodies keep theirs.
             Some(h) if h.bytes().any(|b| b < 0x20 || b == 0x7f) => {
@@ -266,63 +222,56 @@ impl Processor {
             Some(h) if !h.is_empty() => h,
             _ => &self.peer_text,
         };
-        let idx = self.routes.index_of(&self.pipeline, facility, host);
+        let idx = self.routes.index_of(&self.ctx.outputs, facility, host);
         let route = &mut self.routes.list[idx];
         let before = route.buf.len();
-        route
-            .buf
-            .reserve(STAMP_LEN + 6 + host.len() + msg.body.len());
-        route.buf.extend_from_slice(&self.stamp);
-        route.buf.extend_from_slice(b" - ");
-        route.buf.extend_from_slice(host.as_bytes());
-        route.buf.extend_from_slice(b" - ");
-        route.buf.extend_from_slice(msg.body.as_bytes());
-        route.buf.push(b'\n');
+        line::push(&mut route.buf, &self.stamp, host, rec.body);
         route.count += 1;
         if route.facility.max_size.is_some() {
             route.ends.push(route.buf.len() as u32);
         }
         self.pending_bytes += route.buf.len() - before;
-        Ok(())
     }
 
-    /// Hands every pending batch to its writer, waiting while a writer's
+    /// Hands every pending batch to its output, waiting while an output's
     /// queue is full (backpressure for stream transports).
-    pub async fn flush(&mut self) {
+    pub(crate) async fn flush(&mut self) {
         for i in 0..self.routes.list.len() {
             let Some(batch) = self.take_batch(i) else {
                 continue;
             };
-            let tx = self.routes.list[i].tx.clone();
-            if let Err(mpsc::error::SendError(cmd)) = tx.send(Command::Write(batch)).await {
-                self.resend(i, cmd).await;
+            let output = self.routes.list[i].output.clone();
+            if let Err(Refused::Closed(batch) | Refused::Full(batch)) = output.send(batch).await {
+                self.resend(i, batch).await;
             }
         }
         self.pending_bytes = 0;
         self.publish_counts();
     }
 
-    /// Like [`Processor::flush`] but waits at most [`UDP_QUEUE_WAIT`] for a
+    /// Like [`Router::flush`] but waits at most [`UDP_QUEUE_WAIT`] for a
     /// full queue, then drops the batch and counts it (UDP under overload).
-    pub async fn try_flush(&mut self) {
+    pub(crate) async fn try_flush(&mut self) {
         for i in 0..self.routes.list.len() {
             let Some(batch) = self.take_batch(i) else {
                 continue;
             };
-            let count = batch.count;
-            match self.routes.list[i].tx.try_send(Command::Write(batch)) {
+            let output = self.routes.list[i].output.clone();
+            match output.try_send(batch) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(cmd)) => {
+                Err(Refused::Full(batch)) => {
                     // A burst: give the writer a moment (the kernel's receive
                     // buffer holds what arrives meanwhile) before dropping.
-                    let tx = self.routes.list[i].tx.clone();
-                    match tokio::time::timeout(UDP_QUEUE_WAIT, tx.send(cmd)).await {
+                    let count = batch.count;
+                    match tokio::time::timeout(UDP_QUEUE_WAIT, output.send(batch)).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(mpsc::error::SendError(cmd))) => self.resend(i, cmd).await,
+                        Ok(Err(Refused::Closed(batch) | Refused::Full(batch))) => {
+                            self.resend(i, batch).await;
+                        }
                         Err(_) => self.counts.udp_dropped += count as u64,
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(cmd)) => self.resend(i, cmd).await,
+                Err(Refused::Closed(batch)) => self.resend(i, batch).await,
             }
         }
         self.pending_bytes = 0;
@@ -351,35 +300,28 @@ impl Processor {
         })
     }
 
-    /// The writer behind a route went away: get a fresh sender and retry once.
-    async fn resend(&mut self, i: usize, cmd: Command) {
+    /// The output behind a route went away (an idle writer ended): get a
+    /// fresh handle and retry once.
+    async fn resend(&mut self, i: usize, batch: Batch) {
         let route = &self.routes.list[i];
-        let p = &self.pipeline;
-        let file = path::file_path(
-            &p.logdir,
-            &route.facility,
-            route.host.as_deref(),
-            p.file_ext,
-        );
-        let mut cmd = cmd;
-        if let Some(tx) = p.writers.sender(&file, &route.facility) {
-            self.routes.list[i].tx = tx.clone();
-            match tx.send(cmd).await {
+        let outputs = &self.ctx.outputs;
+        let mut batch = batch;
+        if let Some(output) = outputs.handle(&route.facility, route.host.as_deref()) {
+            self.routes.list[i].output = output.clone();
+            match output.send(batch).await {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(back)) => cmd = back,
+                Err(Refused::Closed(back) | Refused::Full(back)) => batch = back,
             }
         }
-        let lost = match cmd {
-            Command::Write(b) => b.count as u64,
-            _ => 0,
-        };
-        p.stats.write_errors.fetch_add(lost, Relaxed);
-        warn!(path = %file.display(), lost, "no writer for file (shutting down); batch lost");
+        let route = &self.routes.list[i];
+        let lost = batch.count as u64;
+        self.ctx.stats.write_errors.fetch_add(lost, Relaxed);
+        warn!(app_id = %route.facility.app_id, module = %route.facility.module, lost, "no output for the route (shutting down); batch lost");
     }
 
     fn publish_counts(&mut self) {
         let c = std::mem::take(&mut self.counts);
-        let s = &self.pipeline.stats;
+        let s = &self.ctx.stats;
         for (counter, n) in [
             (&s.received, c.received),
             (&s.bad_frames, c.bad_frames),
@@ -410,7 +352,7 @@ struct Routes {
     list: Vec<Route>,
     /// Facility (by address) → its route, or its routes by host.
     index: HashMap<usize, FacilityRoutes>,
-    /// Where the last line went: connections mostly repeat one file.
+    /// Where the last line went: connections mostly repeat one destination.
     last: usize,
 }
 
@@ -433,7 +375,7 @@ impl Routes {
     }
 
     /// Index of the route for (facility, host), creating it on a miss.
-    fn index_of(&mut self, p: &Pipeline, facility: &Arc<Facility>, host: &str) -> usize {
+    fn index_of(&mut self, outputs: &Outputs, facility: &Arc<Facility>, host: &str) -> usize {
         let host_key = facility.file_per_host.then_some(host);
         if let Some(r) = self.list.get(self.last) {
             let same_host = match (r.host.as_deref(), host_key) {
@@ -463,7 +405,7 @@ impl Routes {
                         entry.by_host.insert(h.into(), i);
                     }
                 }
-                self.list.push(Route::new(p, facility, host_key));
+                self.list.push(Route::new(outputs, facility, host_key));
                 i
             }
         };
@@ -475,18 +417,16 @@ impl Routes {
 // === impl Route ===
 
 impl Route {
-    fn new(p: &Pipeline, facility: &Arc<Facility>, host: Option<&str>) -> Route {
-        let file = path::file_path(&p.logdir, facility, host, p.file_ext);
-        // After shutdown began there is no writer to send to; the route then
-        // holds a closed channel and its lines are counted as lost.
-        let tx = p
-            .writers
-            .sender(&file, facility)
-            .unwrap_or_else(|| mpsc::channel(1).0);
+    fn new(outputs: &Outputs, facility: &Arc<Facility>, host: Option<&str>) -> Route {
+        // After shutdown began there is no output to send to; the route then
+        // holds a closed handle and its lines are counted as lost.
+        let output = outputs
+            .handle(facility, host)
+            .unwrap_or_else(Handle::closed);
         Route {
             facility: facility.clone(),
             host: host.map(Box::from),
-            tx,
+            output,
             buf: Vec::new(),
             count: 0,
             ends: Vec::new(),

@@ -1,16 +1,21 @@
-//! Listeners: binding every configured address, and running the TCP, TLS
-//! and UDP loops until shutdown.
+//! Inputs: binding every configured address, and running the TCP, TLS and
+//! UDP loops until shutdown. Each reader turns what it receives into
+//! [`Record`](crate::record::Record)s through a [`Framer`] (where a frame
+//! ends) and a [`Decoder`] (what it says) and hands them to its router.
 //!
 //! Sockets are bound before anything else runs (and before privileges are
 //! dropped), then passed in already bound, so tests and the daemon share
 //! [`run`] unchanged.
 
-pub mod connection;
-pub mod tcp;
-pub mod udp;
+pub(crate) mod loghog;
+pub(crate) mod stream;
+pub(crate) mod tcp;
+pub(crate) mod tls;
+pub(crate) mod udp;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -19,7 +24,50 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::processor::Pipeline;
+use crate::config::Limits;
+use crate::router::{Router, RouterCtx};
+
+/// Splits a byte stream into frames.
+///
+/// `check` is the cheap first step of two (mini-redis' `Frame::check`): it
+/// looks at the buffered bytes and says how long the frame at their start
+/// is, `Ok(None)` while it is incomplete (not an error). An error means the
+/// stream can no longer be trusted (a length over the cap): the connection
+/// is closed without reading or allocating what was announced.
+pub(crate) trait Framer {
+    /// Why a stream was given up.
+    type Error: std::fmt::Display;
+
+    /// The length of the complete frame at the start of `buf`.
+    ///
+    /// # Errors
+    /// The stream cannot be framed any more.
+    fn check(&mut self, buf: &[u8]) -> Result<Option<usize>, Self::Error>;
+
+    /// How many bytes the frame at the start of `buf` needs in all, as far
+    /// as is known yet (sizes the next read; within the cap by `check`).
+    fn need(&self, buf: &[u8]) -> usize;
+}
+
+/// Turns one frame into a record and routes it, or tells the router why
+/// it could not (a bad frame is dropped alone; the stream goes on).
+pub(crate) trait Decoder {
+    /// Decodes `frame` (exactly what [`Framer::check`] delimited).
+    fn decode(&mut self, frame: &[u8], router: &mut Router);
+}
+
+/// What every input shares.
+#[derive(Debug)]
+pub(crate) struct InputCtx {
+    /// Routers are made from this, one per reader.
+    pub(crate) router: Arc<RouterCtx>,
+    /// `[server] max_msg_size`.
+    pub(crate) max_msg_size: usize,
+    /// Connection and timing limits.
+    pub(crate) limits: Limits,
+    /// Stream connections being served now (sizes their read buffers).
+    pub(crate) open_streams: AtomicUsize,
+}
 
 /// Kernel receive buffer asked for UDP sockets, so bursts survive while a
 /// reader is busy (the kernel caps it at net.core.rmem_max).
@@ -29,9 +77,26 @@ const UDP_RCVBUF: usize = 8 << 20;
 /// happen before the async runtime exists (and before privileges drop).
 #[derive(Debug, Default)]
 pub struct Listeners {
+    /// LogHog over TCP.
     pub tcp: Vec<std::net::TcpListener>,
+    /// LogHog datagrams, on the same addresses as `tcp`.
     pub udp: Vec<std::net::UdpSocket>,
+    /// LogHog over mutual TLS.
     pub tls: Vec<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// The bound addresses: (transport, address) for each listener, for tests
+    /// that bound port 0 and for the start-up log.
+    pub fn addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        let tcp = self.tcp.iter().filter_map(|l| l.local_addr().ok());
+        let udp = self.udp.iter().filter_map(|u| u.local_addr().ok());
+        let tls = self.tls.iter().filter_map(|l| l.local_addr().ok());
+        tcp.map(|a| ("tcp", a))
+            .chain(udp.map(|a| ("udp", a)))
+            .chain(tls.map(|a| ("tls", a)))
+            .collect()
+    }
 }
 
 /// Binds plain TCP+UDP on every `plain` address (the same port for both,
@@ -112,10 +177,10 @@ fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 ///
 /// # Errors
 /// A socket cannot be registered with the runtime.
-pub fn run(
+pub(crate) fn run(
     listeners: Listeners,
-    pipeline: Arc<Pipeline>,
-    tls: Option<tcp::TlsSetup>,
+    ctx: Arc<InputCtx>,
+    tls: Option<tls::TlsSetup>,
     token: CancellationToken,
     tracker: &TaskTracker,
 ) -> io::Result<()> {
@@ -125,7 +190,7 @@ pub fn run(
         tracker.spawn(tcp::accept_loop(
             l,
             None,
-            pipeline.clone(),
+            ctx.clone(),
             token.clone(),
             tracker.clone(),
         ));
@@ -133,7 +198,7 @@ pub fn run(
     for u in listeners.udp {
         let u = UdpSocket::from_std(u)?;
         log_listening("udp", &u.local_addr());
-        tracker.spawn(udp::recv_loop(u, pipeline.clone(), token.clone()));
+        tracker.spawn(udp::recv_loop(u, ctx.clone(), token.clone()));
     }
     if let Some(tls) = tls {
         for l in listeners.tls {
@@ -142,7 +207,7 @@ pub fn run(
             tracker.spawn(tcp::accept_loop(
                 l,
                 Some(tls.clone()),
-                pipeline.clone(),
+                ctx.clone(),
                 token.clone(),
                 tracker.clone(),
             ));

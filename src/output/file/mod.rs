@@ -1,13 +1,15 @@
-//! Writers: one task per output file ([`file::LogFile`]), found or spawned
-//! through the [`Writers`] registry keyed by path.
+//! The file output: one writer task per log file ([`writer::LogFile`]),
+//! found or spawned through the [`Writers`] registry keyed by path; where a
+//! file is ([`path`]); and the timer that rotates files on schedule
+//! ([`scheduler`]).
 //!
-//! Readers format lines themselves and hand whole [`Batch`]es over a bounded
-//! channel, so the writer only appends bytes; a full channel makes TCP
-//! readers wait (backpressure) and UDP readers drop and count. The registry
-//! lock is taken only when a reader meets a file it has no sender for yet.
+//! The registry lock is taken only when a reader meets a file it has no
+//! sender for yet; lines themselves go over each file's bounded queue.
 
-pub mod file;
-pub mod path;
+pub(crate) mod line;
+pub(crate) mod path;
+pub(crate) mod scheduler;
+pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,34 +18,20 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use super::Batch;
+use crate::clock::Clock;
 use crate::config::{CompressorSection, Facility};
+use crate::ratelimit::RateLimit;
 use crate::rotation::StateDb;
-use crate::stats::{RateLimit, Stats};
+use crate::stats::Stats;
 
 /// Batches a file's queue may hold before readers wait. Each batch is at
 /// most about one read buffer of lines, so this bounds memory per file.
-pub const QUEUE_BATCHES: usize = 32;
-
-/// Formatted lines for one file, from one reader, in arrival order.
-#[derive(Debug)]
-pub struct Batch {
-    /// The facility the lines were routed to; its current settings
-    /// (flush_every, max_size) travel with the data, so a reload reaches the
-    /// writer without a separate message.
-    pub facility: Arc<Facility>,
-    /// Complete lines, each ending in `\n`.
-    pub data: Vec<u8>,
-    /// How many messages `data` holds.
-    pub count: u32,
-    /// End offset of each message in `data`, kept only for facilities with
-    /// `max_size` (empty otherwise), so a size rotation can cut between the
-    /// message that crosses the limit and the next one.
-    pub ends: Vec<u32>,
-}
+pub(crate) const QUEUE_BATCHES: usize = 32;
 
 /// What a writer task can be asked to do.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Append these lines.
     Write(Batch),
     /// Write out what is pending and close the file; the next write reopens
@@ -53,30 +41,45 @@ pub enum Command {
     Rotate(Option<oneshot::Sender<()>>),
 }
 
+impl Command {
+    /// The batch of a `Write` handed back by a closed or full queue.
+    pub(crate) fn into_batch(self) -> Batch {
+        match self {
+            Command::Write(b) => b,
+            // Only `Write`s are sent through `Handle`.
+            Command::Reopen | Command::Rotate(_) => unreachable!("only writes go through a Handle"),
+        }
+    }
+}
+
 /// What every writer task shares.
 #[derive(Debug)]
-pub struct WriterCtx {
+pub(crate) struct WriterCtx {
     /// Counters (`written`, `write_errors`).
-    pub stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
     /// Keeps write-error warnings from flooding the daemon's log.
-    pub limiter: RateLimit,
+    pub(crate) limiter: RateLimit,
     /// Backup compression settings.
-    pub compressor: CompressorSection,
+    pub(crate) compressor: CompressorSection,
     /// Tracks writer tasks so shutdown can wait for their final flush.
-    pub tracker: TaskTracker,
+    pub(crate) tracker: TaskTracker,
     /// When each live file was started and last rotated (saved in workdir).
-    pub state: Arc<Mutex<StateDb>>,
+    pub(crate) state: Arc<Mutex<StateDb>>,
     /// Bounds concurrent backup compressions (they are CPU-bound).
-    pub compressions: Arc<Semaphore>,
+    pub(crate) compressions: Arc<Semaphore>,
     /// Tracks compression jobs, so shutdown can let them finish in time.
-    pub compress_tracker: TaskTracker,
+    pub(crate) compress_tracker: TaskTracker,
     /// Wakes the rotation scheduler when a new live file appears.
-    pub new_file: Arc<Notify>,
+    pub(crate) new_file: Arc<Notify>,
+    /// The wall clock rotation decisions read (a test clock in tests).
+    pub(crate) clock: Clock,
 }
 
 /// The registry of writer tasks, keyed by output path.
 #[derive(Debug)]
-pub struct Writers {
+pub(crate) struct Writers {
+    /// `[main] logdir`: every path is built under it.
+    logdir: PathBuf,
     /// Open channels to writer tasks. `None` once shutdown has begun, so no
     /// new writer is spawned after the final drain started.
     map: Mutex<Option<HashMap<PathBuf, mpsc::Sender<Command>>>>,
@@ -86,22 +89,46 @@ pub struct Writers {
 // === impl Writers ===
 
 impl Writers {
-    /// An empty registry.
-    pub fn new(ctx: WriterCtx) -> Writers {
+    /// An empty registry writing under `logdir`.
+    pub(crate) fn new(logdir: PathBuf, ctx: WriterCtx) -> Writers {
         Writers {
+            logdir,
             map: Mutex::new(Some(HashMap::new())),
             ctx: Arc::new(ctx),
         }
     }
 
     /// The shared writer context.
-    pub fn ctx(&self) -> &Arc<WriterCtx> {
+    pub(crate) fn ctx(&self) -> &Arc<WriterCtx> {
         &self.ctx
+    }
+
+    /// `[main] logdir`.
+    pub(crate) fn logdir(&self) -> &Path {
+        &self.logdir
+    }
+
+    /// The live file for `facility` (and `host` with `file_per_host`).
+    pub(crate) fn path_for(&self, facility: &Facility, host: Option<&str>) -> PathBuf {
+        path::file_path(&self.logdir, facility, host, self.ctx.compressor.live_ext())
+    }
+
+    /// The sender for the file of `facility` and `host`.
+    pub(crate) fn sender_for(
+        &self,
+        facility: &Arc<Facility>,
+        host: Option<&str>,
+    ) -> Option<mpsc::Sender<Command>> {
+        self.sender(&self.path_for(facility, host), facility)
     }
 
     /// The sender for `path`, spawning its writer task on first use.
     /// `None` after [`Writers::close`].
-    pub fn sender(&self, path: &Path, facility: &Arc<Facility>) -> Option<mpsc::Sender<Command>> {
+    pub(crate) fn sender(
+        &self,
+        path: &Path,
+        facility: &Arc<Facility>,
+    ) -> Option<mpsc::Sender<Command>> {
         let mut guard = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let map = guard.as_mut()?;
         if let Some(tx) = map.get(path) {
@@ -110,14 +137,14 @@ impl Writers {
             }
         }
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
-        let file = file::LogFile::new(path.to_path_buf(), facility.clone(), self.ctx.clone());
+        let file = writer::LogFile::new(path.to_path_buf(), facility.clone(), self.ctx.clone());
         self.ctx.tracker.spawn(file.run(rx));
         map.insert(path.to_path_buf(), tx.clone());
         Some(tx)
     }
 
     /// Senders of every writer alive now.
-    pub fn all(&self) -> Vec<(PathBuf, mpsc::Sender<Command>)> {
+    pub(crate) fn all(&self) -> Vec<(PathBuf, mpsc::Sender<Command>)> {
         let guard = self.map.lock().unwrap_or_else(|e| e.into_inner());
         guard
             .as_ref()
@@ -126,7 +153,7 @@ impl Writers {
     }
 
     /// Asks every writer to close and reopen its file (SIGHUP).
-    pub async fn reopen_all(&self) {
+    pub(crate) async fn reopen_all(&self) {
         for (_, tx) in self.all() {
             let _ = tx.send(Command::Reopen).await;
         }
@@ -134,7 +161,7 @@ impl Writers {
 
     /// Drops the registry's senders: each writer finishes once the readers
     /// holding its other senders are gone, after writing what they sent.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }

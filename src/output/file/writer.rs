@@ -14,14 +14,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Local;
-
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Batch, Command, WriterCtx};
+use super::{Command, WriterCtx};
 use crate::config::Facility;
+use crate::output::Batch;
 use crate::rotation::{self, started_on_disk, FileState, StateDb};
 
 /// Stop draining the queue into one write once this much is pending.
@@ -37,7 +36,7 @@ const PENDING_FLUSH_AFTER: Duration = Duration::from_secs(1);
 const IDLE_CLOSE_AFTER: Duration = Duration::from_secs(60);
 
 /// The state of one output file.
-pub struct LogFile {
+pub(crate) struct LogFile {
     /// The live file's path.
     path: PathBuf,
     /// Open handle; `None` until the first write and after Reopen/idle.
@@ -62,7 +61,7 @@ pub struct LogFile {
 
 impl LogFile {
     /// A writer for `path` that opens the file on its first write.
-    pub fn new(path: PathBuf, facility: Arc<Facility>, ctx: Arc<WriterCtx>) -> LogFile {
+    pub(crate) fn new(path: PathBuf, facility: Arc<Facility>, ctx: Arc<WriterCtx>) -> LogFile {
         LogFile {
             path,
             file: None,
@@ -77,7 +76,7 @@ impl LogFile {
     }
 
     /// Runs until every sender is gone, then writes what is left and closes.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         // One idle timer, re-armed only when it fires: arming a fresh one
         // for every command was a timer-wheel insert and removal per batch.
         let idle = tokio::time::sleep(IDLE_CLOSE_AFTER);
@@ -325,11 +324,12 @@ impl LogFile {
         if known {
             return;
         }
+        let clock = self.ctx.clock.clone();
         let started = tokio::task::spawn_blocking(move || {
             let started = started_on_disk(&path)
                 .ok()
                 .flatten()
-                .unwrap_or_else(Local::now);
+                .unwrap_or_else(|| clock.now());
             // Saved by the scheduler, which wakes for it: a thousand new
             // files then cost one save, not a thousand saves of a growing
             // file. Lost in a crash, a start is read back from the disk.
@@ -353,8 +353,9 @@ impl LogFile {
         self.size = 0;
         let path = self.path.clone();
         let state = self.ctx.state.clone();
+        let clock = self.ctx.clock.clone();
         let renamed = tokio::task::spawn_blocking(move || {
-            let now = Local::now();
+            let now = clock.now();
             let started = lock(&state).get(&path).map(|s| s.started);
             let started = match started {
                 Some(s) => s,

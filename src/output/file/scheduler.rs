@@ -12,14 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::{Command, Writers};
 use crate::config::{Facility, FacilityDb};
-use crate::processor::Pipeline;
 use crate::rotation::{started_on_disk, FileState, StateDb};
-use crate::writer::Command;
 
 /// Re-plan at least this often, so a wall-clock jump (NTP, suspend) is
 /// noticed even while sleeping towards a far rotation.
@@ -32,27 +31,31 @@ const NEW_FILE_SETTLE: Duration = Duration::from_millis(250);
 const ROTATE_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs until `token` is cancelled.
-pub async fn run(pipeline: Arc<Pipeline>, token: CancellationToken) {
-    let mut facilities = pipeline.facilities.clone();
-    let new_file = pipeline.writers.ctx().new_file.clone();
+pub(crate) async fn run(
+    writers: Arc<Writers>,
+    mut facilities: watch::Receiver<Arc<FacilityDb>>,
+    token: CancellationToken,
+) {
+    let new_file = writers.ctx().new_file.clone();
+    let clock = writers.ctx().clock.clone();
     let first = facilities.borrow_and_update().clone();
-    adopt_existing_files(&pipeline, &first).await;
+    adopt_existing_files(&writers, &first).await;
     loop {
         let db = facilities.borrow_and_update().clone();
-        let now = Local::now();
+        let now = clock.now();
         let mut next: Option<DateTime<Local>> = None;
-        for (path, facility, due) in plan(&pipeline, &db) {
+        for (path, facility, due) in plan(&writers, &db) {
             if due <= now {
-                rotate(&pipeline, &path, &facility).await;
+                rotate(&writers, &path, &facility).await;
             } else if next.is_none_or(|n| due < n) {
                 next = Some(due);
             }
         }
         let sleep = next
-            .and_then(|n| (n - Local::now()).to_std().ok())
+            .and_then(|n| (n - clock.now()).to_std().ok())
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
-        save_state(pipeline.writers.ctx().state.clone()).await;
+        save_state(writers.ctx().state.clone()).await;
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = new_file.notified() => {
@@ -72,12 +75,12 @@ pub async fn run(pipeline: Arc<Pipeline>, token: CancellationToken) {
             _ = token.cancelled() => break,
         }
     }
-    save_state(pipeline.writers.ctx().state.clone()).await;
+    save_state(writers.ctx().state.clone()).await;
 }
 
 /// Saves the rotation state if it changed (new files' start times), on a
 /// blocking thread: the save fsyncs.
-pub async fn save_state(state: Arc<Mutex<StateDb>>) {
+pub(crate) async fn save_state(state: Arc<Mutex<StateDb>>) {
     let res = tokio::task::spawn_blocking(move || {
         let mut db = state.lock().unwrap_or_else(|e| e.into_inner());
         if db.unsaved() {
@@ -93,13 +96,14 @@ pub async fn save_state(state: Arc<Mutex<StateDb>>) {
 }
 
 /// Every live file with a time schedule and when it is next due.
-fn plan(pipeline: &Pipeline, db: &FacilityDb) -> Vec<(PathBuf, Arc<Facility>, DateTime<Local>)> {
-    let state = pipeline.writers.ctx().state.clone();
+fn plan(writers: &Writers, db: &FacilityDb) -> Vec<(PathBuf, Arc<Facility>, DateTime<Local>)> {
+    let ext = writers.ctx().compressor.live_ext();
+    let state = writers.ctx().state.clone();
     let state = state.lock().unwrap_or_else(|e| e.into_inner());
     state
         .iter()
         .filter_map(|(path, st)| {
-            let facility = facility_for_path(db, &pipeline.logdir, pipeline.file_ext, path)?;
+            let facility = facility_for_path(db, writers.logdir(), ext, path)?;
             let base = st.last_rotation.unwrap_or(st.started).max(st.started);
             let due = facility.rotate.next_after(&base)?;
             Some((path.to_path_buf(), facility.clone(), due))
@@ -107,8 +111,8 @@ fn plan(pipeline: &Pipeline, db: &FacilityDb) -> Vec<(PathBuf, Arc<Facility>, Da
         .collect()
 }
 
-async fn rotate(pipeline: &Pipeline, path: &Path, facility: &Arc<Facility>) {
-    let Some(tx) = pipeline.writers.sender(path, facility) else {
+async fn rotate(writers: &Writers, path: &Path, facility: &Arc<Facility>) {
+    let Some(tx) = writers.sender(path, facility) else {
         return; // shutting down
     };
     let (reply, done) = oneshot::channel();
@@ -126,7 +130,7 @@ async fn rotate(pipeline: &Pipeline, path: &Path, facility: &Arc<Facility>) {
 
 /// Finds which configured facility writes `path` (`{logdir}/{app}/{name}`),
 /// preferring the longest module match for file-per-host names.
-pub fn facility_for_path<'a>(
+pub(crate) fn facility_for_path<'a>(
     db: &'a FacilityDb,
     logdir: &Path,
     ext: &str,
@@ -156,10 +160,10 @@ pub fn facility_for_path<'a>(
 /// Live files already on disk (from an earlier run, or the old daemon)
 /// that the state does not know get an entry, so they rotate on schedule
 /// without waiting for a message.
-async fn adopt_existing_files(pipeline: &Arc<Pipeline>, db: &Arc<FacilityDb>) {
-    let logdir = pipeline.logdir.clone();
-    let ext = pipeline.file_ext;
-    let state = pipeline.writers.ctx().state.clone();
+async fn adopt_existing_files(writers: &Writers, db: &Arc<FacilityDb>) {
+    let logdir = writers.logdir().to_path_buf();
+    let ext = writers.ctx().compressor.live_ext();
+    let state = writers.ctx().state.clone();
     let db = db.clone();
     let res = tokio::task::spawn_blocking(move || {
         let mut found = Vec::new();

@@ -9,10 +9,10 @@
 
 use std::borrow::Cow;
 
-use super::message::{Message, VERSION};
+use super::{Message, VERSION};
 
 /// Decodes `payload` if it is a plain flat object; `None` means "use serde".
-pub fn decode(payload: &[u8]) -> Option<Message<'_>> {
+pub(super) fn decode(payload: &[u8]) -> Option<Message<'_>> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut p = Parser { s: text, i: 0 };
     let mut version = None;

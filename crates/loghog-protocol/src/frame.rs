@@ -24,24 +24,38 @@ pub struct Header {
 }
 
 /// Why a frame could not be taken from a buffer or its payload could not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum FrameError {
     /// Not enough bytes buffered yet; read more. Not an error.
-    #[error("incomplete frame")]
     Incomplete,
     /// The length field is over the limit: the stream cannot be trusted any more.
-    #[error("frame length {len} is over max_msg_size {max}")]
     TooLarge { len: u64, max: usize },
     /// Reserved flag bits were set.
-    #[error("reserved flag bits set: {0:#x}")]
     ReservedFlags(u32),
     /// The zlib stream is broken or truncated.
-    #[error("broken zlib payload: {0}")]
     BadZlib(String),
     /// The payload inflates past the limit.
-    #[error("payload inflates past max_msg_size {max}")]
     InflatedTooLarge { max: usize },
 }
+
+// Display by hand: the crate keeps its dependency tree small (no thiserror).
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Incomplete => f.write_str("incomplete frame"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame length {len} is over max_msg_size {max}")
+            }
+            FrameError::ReservedFlags(bits) => write!(f, "reserved flag bits set: {bits:#x}"),
+            FrameError::BadZlib(why) => write!(f, "broken zlib payload: {why}"),
+            FrameError::InflatedTooLarge { max } => {
+                write!(f, "payload inflates past max_msg_size {max}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
 
 // === impl Header ===
 

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+mod fast;
+
 /// The only protocol version there is.
 pub const VERSION: u32 = 1;
 
@@ -38,14 +40,36 @@ pub struct Message<'a> {
 }
 
 /// Why a payload is not a usable message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum MessageError {
     /// Not UTF-8, not JSON, or a field missing or of the wrong type.
-    #[error("bad message JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// A version this daemon does not speak.
-    #[error("unsupported protocol version {0}")]
     Version(u32),
+}
+
+impl std::fmt::Display for MessageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageError::Json(e) => write!(f, "bad message JSON: {e}"),
+            MessageError::Version(v) => write!(f, "unsupported protocol version {v}"),
+        }
+    }
+}
+
+impl std::error::Error for MessageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MessageError::Json(e) => Some(e),
+            MessageError::Version(_) => None,
+        }
+    }
+}
+
+impl From<serde_json::Error> for MessageError {
+    fn from(e: serde_json::Error) -> MessageError {
+        MessageError::Json(e)
+    }
 }
 
 // === impl Message ===
@@ -57,7 +81,7 @@ impl<'a> Message<'a> {
     /// Invalid UTF-8 or JSON, a missing or mistyped required field, or a
     /// version other than 1.
     pub fn decode(payload: &'a [u8]) -> Result<Message<'a>, MessageError> {
-        if let Some(msg) = super::fast::decode(payload) {
+        if let Some(msg) = fast::decode(payload) {
             return Ok(msg);
         }
         let msg: Message<'a> = serde_json::from_slice(payload)?;

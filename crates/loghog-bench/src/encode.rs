@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-use loghogd::auth;
-use loghogd::protocol::{frame, message::VERSION, Message};
+use loghog_protocol::sign;
+use loghog_protocol::{frame, Message, VERSION};
 
 /// `stamp` of every LogHog message: 2026-11-21T07:00:00Z, the same instant
 /// as [`SYSLOG_TIMESTAMP`], so both formats describe the same event.
@@ -186,7 +186,7 @@ pub fn encode_one(
                 signature: None,
             };
             if let Some(secret) = params.secret {
-                msg.signature = Some(Cow::Owned(auth::sign(secret, &msg)));
+                msg.signature = Some(Cow::Owned(sign::sign(secret, &msg)));
             }
             json.clear();
             msg.encode(json);
@@ -220,7 +220,7 @@ pub fn encode_connection(params: &Params<'_>, conn: u64, count: u64) -> Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loghogd::protocol::Header;
+    use loghog_protocol::Header;
 
     #[test]
     fn split_is_even_and_complete() {
@@ -286,7 +286,7 @@ mod tests {
             assert!(msg.body.starts_with(&format!("seq=2:{i} ")));
             assert_eq!(msg.body.len(), 64);
             assert_eq!(msg.hostname.as_deref(), Some(hosts[i % 2].as_str()));
-            assert_eq!(auth::verify("s3cret", &msg), Ok(()));
+            assert_eq!(sign::verify("s3cret", &msg), Ok(()));
         }
     }
 }

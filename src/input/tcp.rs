@@ -1,52 +1,41 @@
 //! TCP and TLS accept loops: a semaphore caps connections, accept errors
 //! (e.g. out of file descriptors) back off instead of spinning, and each
-//! connection runs in its own task whose errors are logged there.
+//! connection runs in its own task, with its own router, whose errors are
+//! logged there.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
-use super::connection;
-use crate::processor::{Pipeline, Processor, Transport};
-
-/// Most connections served at once per listener; more wait in the kernel's
-/// accept backlog.
-pub const MAX_CONNECTIONS: usize = 16_384;
-
-/// A silent peer may hold a TLS handshake slot at most this long.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use super::loghog::{LoghogDecoder, LoghogFramer};
+use super::tls::TlsSetup;
+use super::{stream, InputCtx};
+use crate::record::Transport;
+use crate::router::Router;
 
 /// How long a handshake still in progress at shutdown may take to finish.
 const STOP_HANDSHAKE_GRACE: Duration = Duration::from_secs(2);
 
-/// The TLS acceptor, swapped on SIGHUP when certificates are reloaded.
-#[derive(Clone)]
-pub struct TlsSetup {
-    /// Current server config; new handshakes use whatever is here.
-    pub acceptor: Arc<RwLock<TlsAcceptor>>,
-}
-
 /// Accepts until `token` is cancelled.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsSetup>,
-    pipeline: Arc<Pipeline>,
+    ctx: Arc<InputCtx>,
     token: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(ctx.limits.max_connections));
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -72,7 +61,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        spawn_handler(stream, peer, permit, &tls, &pipeline, &token, &tracker);
+        spawn_handler(stream, peer, permit, &tls, &ctx, &token, &tracker);
     }
     // Stopping: clients that connected and sent before the signal may still
     // sit in the kernel's accept queue. Accept what is queued right now and
@@ -86,7 +75,7 @@ pub async fn accept_loop(
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             break;
         };
-        spawn_handler(stream, peer, permit, &tls, &pipeline, &token, &tracker);
+        spawn_handler(stream, peer, permit, &tls, &ctx, &token, &tracker);
     }
 }
 
@@ -95,14 +84,14 @@ fn spawn_handler(
     peer: SocketAddr,
     permit: tokio::sync::OwnedSemaphorePermit,
     tls: &Option<TlsSetup>,
-    pipeline: &Arc<Pipeline>,
+    ctx: &Arc<InputCtx>,
     token: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    pipeline.stats.connections.fetch_add(1, Relaxed);
+    ctx.router.stats.connections.fetch_add(1, Relaxed);
     let _ = stream.set_nodelay(true);
     let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-    let pipeline = pipeline.clone();
+    let ctx = ctx.clone();
     let token = token.clone();
     let tls = tls.clone();
     let transport = if tls.is_some() {
@@ -114,7 +103,7 @@ fn spawn_handler(
     tracker.spawn(
         async move {
             let _permit = permit;
-            handle(stream, peer, tls, pipeline, token).await;
+            handle(stream, peer, tls, ctx, token).await;
         }
         .instrument(span),
     );
@@ -124,22 +113,22 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsSetup>,
-    pipeline: Arc<Pipeline>,
+    ctx: Arc<InputCtx>,
     token: CancellationToken,
 ) {
     debug!("connected");
+    let framer = LoghogFramer {
+        max_msg_size: ctx.max_msg_size,
+    };
+    let decoder = LoghogDecoder::new(ctx.max_msg_size);
     let result = match tls {
         None => {
-            let proc = Processor::new(pipeline.clone(), peer.ip(), Transport::Tcp);
-            connection::serve(stream, proc, &pipeline, token).await
+            let router = Router::new(ctx.router.clone(), peer.ip(), Transport::Tcp);
+            stream::serve(stream, framer, decoder, router, &ctx, token).await
         }
         Some(tls) => {
-            let acceptor = tls
-                .acceptor
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let acceptor = tls.current();
+            let hs = tokio::time::timeout(ctx.limits.handshake_timeout, acceptor.accept(stream));
             tokio::pin!(hs);
             // A client mid-handshake when the daemon stops may already have
             // sent messages behind it: give it a short while to finish.
@@ -153,21 +142,22 @@ async fn handle(
             let stream = match hs {
                 Ok(Ok(s)) => s,
                 Ok(Err(err)) => {
-                    pipeline.stats.tls_refused.fetch_add(1, Relaxed);
-                    warn!(reason = %crate::tls::describe_handshake_error(&err), "tls handshake refused");
+                    ctx.router.stats.tls_refused.fetch_add(1, Relaxed);
+                    warn!(reason = %super::tls::describe_handshake_error(&err), "tls handshake refused");
                     return;
                 }
                 Err(_) => {
-                    pipeline.stats.tls_refused.fetch_add(1, Relaxed);
+                    ctx.router.stats.tls_refused.fetch_add(1, Relaxed);
                     warn!(reason = "handshake timed out", "tls handshake refused");
                     return;
                 }
             };
-            if let Some(subject) = crate::tls::peer_subject(stream.get_ref().1) {
+            if let Some(subject) = super::tls::peer_subject(stream.get_ref().1) {
                 info!(client = %subject, "tls client authenticated");
             }
-            let proc = Processor::new(pipeline.clone(), peer.ip(), Transport::Tls);
-            connection::serve(CloseNotifyOptional(stream), proc, &pipeline, token).await
+            let router = Router::new(ctx.router.clone(), peer.ip(), Transport::Tls);
+            let stream = CloseNotifyOptional(stream);
+            stream::serve(stream, framer, decoder, router, &ctx, token).await
         }
     };
     match result {
@@ -184,7 +174,7 @@ async fn handle(
 /// without a `close_notify`; rustls reports that as `UnexpectedEof`, which
 /// would log every normal close as an error. The wire framing is
 /// length-prefixed, so a cut inside a frame is still caught by
-/// `connection::serve` (`Truncated`), as on plain TCP.
+/// `stream::serve` (`Truncated`), as on plain TCP.
 struct CloseNotifyOptional<S>(S);
 
 impl<S: AsyncRead + Unpin> AsyncRead for CloseNotifyOptional<S> {

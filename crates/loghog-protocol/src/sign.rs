@@ -5,23 +5,32 @@
 use hmac::{Hmac, Mac};
 use md5::Md5;
 
-use crate::protocol::Message;
+use crate::Message;
 
 type HmacMd5 = Hmac<Md5>;
 
 /// Why a message's signature was not accepted.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum AuthError {
     /// The facility has a secret and the message carries no signature.
-    #[error("missing signature")]
     Missing,
     /// The signature is not 32 hex digits.
-    #[error("malformed signature")]
     Malformed,
     /// The signature does not match.
-    #[error("bad signature")]
     Mismatch,
 }
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthError::Missing => "missing signature",
+            AuthError::Malformed => "malformed signature",
+            AuthError::Mismatch => "bad signature",
+        })
+    }
+}
+
+impl std::error::Error for AuthError {}
 
 /// A facility's signing key, with the keyed HMAC state computed once:
 /// keying HMAC-MD5 is two of the seven or so MD5 blocks one message costs.
@@ -47,20 +56,25 @@ impl Key {
         &self.secret
     }
 
-    fn mac(&self, msg: &Message<'_>) -> HmacMd5 {
+    fn mac(&self, s: &Signed<'_>) -> HmacMd5 {
         let mut mac = self.keyed.clone();
         let mut ibuf = itoa::Buffer::new();
-        mac.update(msg.app_id.as_bytes());
-        mac.update(msg.module.as_bytes());
-        mac.update(ibuf.format(msg.stamp).as_bytes());
-        mac.update(ibuf.format(msg.nsecs).as_bytes());
-        mac.update(msg.body.as_bytes());
+        mac.update(s.app_id.as_bytes());
+        mac.update(s.module.as_bytes());
+        mac.update(ibuf.format(s.stamp).as_bytes());
+        mac.update(ibuf.format(s.nsecs).as_bytes());
+        mac.update(s.body.as_bytes());
         mac
     }
 
     /// The lowercase hex signature of `msg`.
     pub fn sign(&self, msg: &Message<'_>) -> String {
-        let tag = self.mac(msg).finalize().into_bytes();
+        self.sign_fields(&Signed::of(msg))
+    }
+
+    /// The lowercase hex signature of the signed fields.
+    pub fn sign_fields(&self, fields: &Signed<'_>) -> String {
+        let tag = self.mac(fields).finalize().into_bytes();
         let mut out = String::with_capacity(32);
         for b in tag {
             out.push(char::from(HEX[(b >> 4) as usize]));
@@ -74,12 +88,53 @@ impl Key {
     /// # Errors
     /// [`AuthError`] says whether it was missing, malformed or wrong.
     pub fn verify(&self, msg: &Message<'_>) -> Result<(), AuthError> {
-        let sig = msg.signature.as_deref().ok_or(AuthError::Missing)?;
+        self.verify_fields(&Signed::of(msg), msg.signature.as_deref())
+    }
+
+    /// Checks `signature` over the signed fields in constant time.
+    ///
+    /// # Errors
+    /// [`AuthError`] says whether it was missing, malformed or wrong.
+    pub fn verify_fields(
+        &self,
+        fields: &Signed<'_>,
+        signature: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let sig = signature.ok_or(AuthError::Missing)?;
         let mut tag = [0u8; 16];
         decode_hex(sig.as_bytes(), &mut tag).ok_or(AuthError::Malformed)?;
-        self.mac(msg)
+        self.mac(fields)
             .verify_slice(&tag)
             .map_err(|_| AuthError::Mismatch)
+    }
+}
+
+/// The fields a signature covers, in signing order (SPEC §3). The host name
+/// is not among them: the old protocol never signed it.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// `app_id` as sent.
+    pub app_id: &'a str,
+    /// `module` as sent (not normalized: `root.web` and `web` sign differently).
+    pub module: &'a str,
+    /// The client's UNIX time, seconds.
+    pub stamp: i64,
+    /// The client's sub-second part, nanoseconds.
+    pub nsecs: i64,
+    /// The formatted log line.
+    pub body: &'a str,
+}
+
+impl<'a> Signed<'a> {
+    /// The signed fields of a wire message.
+    pub fn of(msg: &'a Message<'_>) -> Signed<'a> {
+        Signed {
+            app_id: &msg.app_id,
+            module: &msg.module,
+            stamp: msg.stamp,
+            nsecs: msg.nsecs,
+            body: &msg.body,
+        }
     }
 }
 
