@@ -23,6 +23,20 @@ fn now_local() -> chrono::NaiveDateTime {
 // === delivery and line format ===
 
 #[test]
+fn in_process_daemon_writes_counts_and_stops() {
+    let setup = Setup::new();
+    let mut d = InProcess::start(&setup);
+    send_tcp(d.tcp_addr(), &simple("app", "hello in process"));
+    send_udp(d.udp_addr(), &[simple("nope", "unknown app")]);
+    let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), ["hello in process"]);
+    d.wait_stat("unknown_app", 1);
+    assert_eq!(d.stat("written"), 1);
+    d.stop();
+    assert_eq!(d.stat("received"), 2);
+}
+
+#[test]
 fn tcp_delivery_exact_line_format() {
     let setup = Setup::new();
     let d = Daemon::start(&setup);

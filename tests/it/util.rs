@@ -553,6 +553,181 @@ impl Drop for Daemon {
     }
 }
 
+// === impl InProcess ===
+
+/// A daemon running inside the test process, through `daemon::run` on its
+/// own runtime thread: no subprocess, sockets bound before it starts, its
+/// counters readable as data. It logs nothing the test can read (tracing is
+/// process-global), so tests that check log lines use [`Daemon`].
+pub struct InProcess {
+    /// The daemon's handle: counters (`remote.stats`) and reload.
+    pub remote: loghogd::daemon::Remote,
+    /// Every bound listener: (transport, address).
+    addrs: Vec<(&'static str, SocketAddr)>,
+    /// Resolves the daemon's shutdown future.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The runtime thread; yields what `run` returned.
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    /// For reload requests from sync tests.
+    rt: tokio::runtime::Handle,
+}
+
+impl InProcess {
+    /// Writes the config files, loads them as the binary would, binds
+    /// every listener and starts the daemon. Panics on any error.
+    pub fn start(setup: &Setup) -> InProcess {
+        InProcess::start_with(setup, |_| {})
+    }
+
+    /// As [`InProcess::start`], after `adjust` changed the loaded config
+    /// (e.g. shorter limits).
+    pub fn start_with(
+        setup: &Setup,
+        adjust: impl FnOnce(&mut loghogd::config::Config),
+    ) -> InProcess {
+        let (config, facilities, listeners) = load_and_bind(setup, adjust);
+        let addrs = listeners.addrs();
+        let (remote, control) = loghogd::daemon::control();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (rt_tx, rt_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let _ = rt_tx.send(rt.handle().clone());
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let res = rt.block_on(loghogd::daemon::run(
+                config, facilities, listeners, control, shutdown,
+            ));
+            rt.shutdown_timeout(Duration::from_secs(1));
+            res.map_err(|e| format!("{e:#}"))
+        });
+        let rt = rt_rx.recv().expect("daemon runtime started");
+        InProcess {
+            remote,
+            addrs,
+            stop: Some(stop),
+            thread: Some(thread),
+            rt,
+        }
+    }
+
+    fn first(&self, transport: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no {transport} listener is configured"))
+    }
+
+    /// The (first) plain TCP listener.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.first("tcp")
+    }
+
+    /// The (first) UDP listener.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.first("udp")
+    }
+
+    /// The (first) TLS listener.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.first("tls")
+    }
+
+    /// A counter by name (`Stats::for_each` names).
+    pub fn stat(&self, name: &str) -> u64 {
+        self.remote
+            .stats
+            .get(name)
+            .unwrap_or_else(|| panic!("no counter {name:?}"))
+    }
+
+    /// Waits (bounded) until counter `name` reaches at least `n`.
+    pub fn wait_stat(&self, name: &str, n: u64) {
+        let start = Instant::now();
+        while self.stat(name) < n {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "counter {name} stayed at {} (< {n}) for {DEADLINE:?}; stats: {}",
+                self.stat(name),
+                self.remote.stats.summary()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Reloads as SIGHUP does; the error says why facilities.conf was refused.
+    pub fn reload(&self) -> Result<(), String> {
+        let remote = self.remote.clone();
+        self.rt.block_on(async move { remote.reload().await })
+    }
+
+    /// Stops as SIGTERM does and waits (bounded) until `run` returned.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let start = Instant::now();
+        while !thread.is_finished() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "daemon did not stop within {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("daemon::run failed: {e}"),
+            Err(_) => panic!("the daemon's runtime thread panicked"),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Not joined: a test that panicked should report its own failure.
+    }
+}
+
+/// Writes the config files, loads both as the binary does (no overrides),
+/// creates the daemon's directories and binds every listener.
+pub fn load_and_bind(
+    setup: &Setup,
+    adjust: impl FnOnce(&mut loghogd::config::Config),
+) -> (
+    loghogd::config::Config,
+    loghogd::config::FacilityDb,
+    loghogd::Listeners,
+) {
+    setup.write();
+    let mut config = loghogd::config::Config::load(&setup.conf_path(), &Default::default())
+        .unwrap_or_else(|e| panic!("loghogd.conf: {e}"));
+    adjust(&mut config);
+    let facilities = loghogd::config::FacilityDb::load(&config.main.facilities_config)
+        .unwrap_or_else(|e| panic!("facilities.conf: {e}"));
+    for dir in [
+        &config.main.logdir,
+        &config.main.workdir,
+        &config.main.rundir,
+    ] {
+        std::fs::create_dir_all(dir).expect("create daemon dirs");
+    }
+    let listeners = loghogd::bind(&config.server.listen, &config.server.listen_ssl)
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    (config, facilities, listeners)
+}
+
 /// Sends a signal by name through the shell's `kill` builtin (no libc or nix
 /// dependency, and no need for procps' `/bin/kill`).
 pub fn send_signal(pid: u32, sig: &str) {
