@@ -301,10 +301,13 @@ class Client:
         for af, st, proto, _, addr in infos:
             sock = socket.socket(af, st, proto)
             try:
+                start = time.monotonic()
                 sock.settimeout(self.connect_timeout)
                 sock.connect(addr)
                 if self.use_stream and self.pemfile:
                     sock = self._tls_context().wrap_socket(sock, server_hostname=host)
+                    if sock.version() == "TLSv1.3":
+                        _await_verdict(sock, 2 * (time.monotonic() - start) + 0.05)
                 sock.settimeout(self.write_timeout)
                 return sock
             except (OSError, ValueError) as e:
@@ -397,6 +400,20 @@ def _peer_closed(sock, timeout):
         return False
     except OSError:
         return True
+
+
+def _await_verdict(sock, window):
+    """Waits up to ``window`` seconds for a TLS 1.3 server to refuse our
+    certificate. In TLS 1.3 the client's handshake ends before the server
+    has checked the client certificate, and its refusal (an alert) comes a
+    round trip later; frames written before it would be silently lost.
+    Raises OSError (an ``ssl.SSLError`` for the alert) if refused."""
+    sock.settimeout(window)
+    try:
+        if sock.recv(1) == b"":
+            raise ConnectionResetError("the daemon closed the connection after the handshake")
+    except (socket.timeout, ssl.SSLWantReadError):
+        pass  # no verdict: accepted (the daemon never sends anything else)
 
 
 def _close_all():
