@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import unittest
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -266,6 +267,29 @@ class Resilience(DaemonTest):
         c.log("", "z" * 70000)  # over max_message_size: dropped, never queued
         self.assertFalse(any(b"zzz" in f for f in c.buffer))
         c.close(0)
+
+    def test_fork(self):
+        d = self.start()
+        h = self.attach(LoghogHandler("pyapp", "127.0.0.1", d.tcp, hostname=HOST))
+        web = logging.getLogger("web")
+        web.info("parent before fork")  # maybe still queued at the fork
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+            pid = os.fork()
+        if pid == 0:  # never return into the test runner
+            code = 1
+            try:
+                web.info("from the child")
+                code = 0 if h.close(10) and not h.dropped else 1
+            finally:
+                os._exit(code)
+        self.assertEqual(os.waitpid(pid, 0)[1], 0, "the child could not send")
+        web.info("parent after fork")
+        self.assertTrue(h.flush(10))
+        got = wait_for_records(self.setup.log("pyapp/web.log"), 3)
+        self.assertEqual(sorted(got), sorted((HOST, "INFO " + b) for b in (
+            "parent before fork", "from the child", "parent after fork")))
+        self.assertEqual(d.stop()["written"], 3, "a message was sent twice")
 
     def run_child(self, port, code):
         """Runs ``code`` in a fresh interpreter with loghog importable; returns
