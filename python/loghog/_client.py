@@ -336,15 +336,14 @@ class Client:
             self._debug("the daemon closed the connection")
             return False
         with self._wake:
+            batch = []
             size = 0
-            count = 0
             for frame in self.buffer:
-                if count and (size + len(frame) > BATCH_BYTES or not self.use_stream):
+                if batch and (size + len(frame) > BATCH_BYTES or not self.use_stream):
                     break
+                batch.append(frame)
                 size += len(frame)
-                count += 1
-            batch = [self.buffer[i] for i in range(count)]
-            self._inflight = count
+            self._inflight = len(batch)
             self._inflight_bytes = size
         written = 0
         error = None
@@ -428,6 +427,7 @@ def _after_fork_in_child():
     The parent's queued messages stay the parent's to send."""
     for client in list(_live):
         client.sock = None
+        client.dropped = 0
         client._reset()
 
 
