@@ -26,6 +26,9 @@ pub struct Args {
     /// Validate both files, print every facility with its file, rule and next rotations, and exit.
     #[arg(long = "check-config")]
     pub check_config: bool,
+    /// Treat config warnings (unknown sections and keys, an unusable TZ) as errors (exit 78).
+    #[arg(long = "strict")]
+    pub strict: bool,
     /// Fork into the background (overrides [main] daemon).
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,

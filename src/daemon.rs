@@ -42,7 +42,10 @@ const STATE_FILE: &str = "rotation-state.json";
 
 /// Runs the daemon for parsed flags; the whole life of the process.
 pub fn main(args: Args) -> ExitCode {
-    match start(args) {
+    // Before anything reads the local time zone, and while the process
+    // still has one thread.
+    let tz = crate::tz::check_and_fix();
+    match start(args, tz) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("loghogd: {err:#}");
@@ -57,7 +60,7 @@ fn config_error(err: &ConfigError) -> ExitCode {
     ExitCode::from(EX_CONFIG)
 }
 
-fn start(args: Args) -> anyhow::Result<ExitCode> {
+fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCode> {
     let overrides = args.overrides();
     let config = match Config::load(&args.config, &overrides) {
         Ok(c) => c,
@@ -72,20 +75,54 @@ fn start(args: Args) -> anyhow::Result<ExitCode> {
     if let Err(e) = tls_setup(&config) {
         return Ok(config_error(&e));
     }
+    if let Err(e) = preflight(&config) {
+        return Ok(config_error(&e));
+    }
+    let mut warnings: Vec<String> = config
+        .warnings
+        .iter()
+        .chain(&facilities.warnings)
+        .map(ToString::to_string)
+        .collect();
+    warnings.extend(tz.map(|p| p.to_string()));
+    if args.check_config || args.strict {
+        for w in &warnings {
+            eprintln!("loghogd: warning: {w}");
+        }
+        if args.strict && !warnings.is_empty() {
+            eprintln!(
+                "loghogd: config error: {} warning(s), which --strict makes errors",
+                warnings.len()
+            );
+            return Ok(ExitCode::from(EX_CONFIG));
+        }
+    }
     if args.check_config {
         print_check(&config, &facilities);
         return Ok(ExitCode::SUCCESS);
     }
 
-    let log_sink = crate::logging::init(
+    let log_sink = match crate::logging::init(
         config.log.level,
         config.log.filename.as_deref(),
         !config.main.daemon,
-    )
-    .with_context(|| {
-        let f = config.log.filename.as_deref().unwrap_or(Path::new("-"));
-        format!("cannot open the daemon log {}", f.display())
-    })?;
+    ) {
+        Ok(sink) => sink,
+        Err(e) => {
+            let f = config.log.filename.as_deref().unwrap_or(Path::new("-"));
+            return Ok(config_error(&ConfigError::new(
+                &config.path,
+                "[log] filename",
+                format!(
+                    "cannot open the daemon log {} ({e}); give a file in a writable directory, or remove the key to log to stderr",
+                    f.display()
+                ),
+            )));
+        }
+    };
+    for w in &warnings {
+        warn!("config: {w}");
+    }
     raise_fd_limit();
     for dir in [
         &config.main.logdir,
@@ -94,7 +131,16 @@ fn start(args: Args) -> anyhow::Result<ExitCode> {
     ] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let listeners = input::bind(&config.server.listen, &config.server.listen_ssl)?;
+    let listeners = match input::bind(&config.server.listen, &config.server.listen_ssl) {
+        Ok(l) => l,
+        Err(e) => {
+            return Ok(config_error(&ConfigError::new(
+                &config.path,
+                "[server] listen_ipv4/listen_ipv6/listen_ipv4_ssl/listen_ipv6_ssl",
+                format!("{e}; listen on an address of this host and a port no other program holds"),
+            )))
+        }
+    };
     if let Some(user) = &config.main.user {
         crate::privileges::drop_to(
             user,
@@ -444,6 +490,59 @@ fn reload_tls(config: &Config, tls: &TlsSetup) {
         }
         Err(err) => error!("tls reload failed, keeping the old certificates: {err}"),
     }
+}
+
+/// The start-up problems that come from the configuration and can be found
+/// without side effects (so `--check-config` finds them too): an unknown
+/// user, a directory path that is a file, a daemon log path that is a
+/// directory.
+fn preflight(config: &Config) -> Result<(), ConfigError> {
+    let m = &config.main;
+    if let Some(user) = &m.user {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(ConfigError::new(
+                    &config.path,
+                    "[main] user (or --user)",
+                    format!("no such user \"{user}\"; create it (e.g. `adduser --system {user}`) or name an existing one"),
+                ))
+            }
+            Err(e) => {
+                return Err(ConfigError::new(
+                    &config.path,
+                    "[main] user (or --user)",
+                    format!("cannot look up user \"{user}\": {e}"),
+                ))
+            }
+        }
+    }
+    for (key, dir) in [
+        ("[main] logdir (or -L)", &m.logdir),
+        ("[main] workdir (or --work-dir)", &m.workdir),
+        ("[main] rundir (or --run-dir)", &m.rundir),
+    ] {
+        if dir.exists() && !dir.is_dir() {
+            return Err(ConfigError::new(
+                &config.path,
+                key,
+                format!(
+                    "{} exists and is not a directory; point it at a directory",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    if let Some(f) = &config.log.filename {
+        if f.is_dir() {
+            return Err(ConfigError::new(
+                &config.path,
+                "[log] filename (or -l)",
+                format!("{} is a directory; name a file in it", f.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Prints every facility with its file, rule and next three rotations.

@@ -21,6 +21,7 @@
 //! rotation     leaf: schedules, backup names and retention, state, recovery
 //! compress     xz / gzip / bzip2 of rotated files, off the async workers
 //! clock        the wall clock rotation reads (injected in tests)
+//! tz           the TZ variable, checked before anything reads it
 //! stats        counters; ratelimit  warnings peers can cause
 //! daemon       run(config, listeners, control, shutdown); the binary's wiring
 //! ```
@@ -61,5 +62,6 @@ pub(crate) mod rotation;
 pub(crate) mod router;
 pub mod stats;
 pub(crate) mod timefmt;
+pub mod tz;
 
 pub use input::{bind, Listeners};

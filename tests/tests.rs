@@ -12,6 +12,9 @@ mod core;
 #[path = "it/compat.rs"]
 mod compat;
 
+#[path = "it/config.rs"]
+mod config;
+
 #[path = "it/ownlog.rs"]
 mod ownlog;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::raw::{RawIni, RawSection};
-use super::{parse_bool, ConfigError};
+use super::{parse_bool, ConfigError, ConfigWarning};
 use crate::rotation::schedule::Schedule;
 use loghog_protocol::normalize_module;
 
@@ -50,6 +50,8 @@ pub struct FacilityDb {
     apps: HashMap<String, HashMap<String, Arc<Facility>>>,
     /// The same facilities sorted by section name, for stable listings.
     ordered: Vec<Arc<Facility>>,
+    /// Unknown keys that were ignored, for the caller to report.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 // === impl Facility ===
@@ -132,8 +134,15 @@ impl FacilityDb {
     pub fn parse(text: &str, path: &Path) -> Result<FacilityDb, ConfigError> {
         let raw = RawIni::parse(text, path)?;
         if raw.sections.is_empty() {
-            tracing::warn!(file = %path.display(), "no facilities configured; every message will be dropped");
+            // An empty file is an editor mid-save or a mistake: taking it
+            // would silently drop every message (see issue 12).
+            return Err(ConfigError::new(
+                path,
+                "file",
+                "no facility is configured, so every message would be dropped; add at least one [app] section with rotate and backup_count",
+            ));
         }
+        let mut warnings = Vec::new();
 
         // Names first: every error about a name comes before any about keys.
         let mut named: Vec<(String, String, &RawSection)> = Vec::new();
@@ -151,7 +160,7 @@ impl FacilityDb {
                     ),
                 ));
             }
-            section.warn_unknown(path, KNOWN_KEYS);
+            warnings.extend(section.unknown_keys(path, KNOWN_KEYS));
             named.push((app_id, module, section));
         }
 
@@ -176,6 +185,7 @@ impl FacilityDb {
             db.insert(facility);
         }
         db.ordered.sort_by_key(|f| f.section_name());
+        db.warnings = warnings;
         Ok(db)
     }
 
@@ -568,11 +578,27 @@ secret = my-big-secret
     }
 
     #[test]
-    fn empty_file_is_valid() {
-        let db = parse("; nothing yet\n");
-        assert_eq!(db.len(), 0);
-        assert!(db.is_empty());
-        assert!(db.lookup("app", "").is_none());
+    fn empty_or_comment_only_file_is_refused() {
+        // An editor mid-save, or a mistake: taking it would drop everything.
+        for text in ["", "; nothing yet\n", "# a\n\n; b\n"] {
+            let err = parse_err(text);
+            assert_eq!(err.place, "file");
+            assert!(
+                err.problem.contains("add at least one [app] section"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_warnings_with_the_nearest_key() {
+        let db = parse("[app]\nrotate = daily\nbackup_count = 1\nmax_sise = 100\n");
+        assert_eq!(db.warnings.len(), 1);
+        let w = db.warnings[0].to_string();
+        assert!(
+            w.contains("[app] max_sise (line 4)") && w.contains("did you mean `max_size`?"),
+            "{w}"
+        );
     }
 
     #[test]

@@ -6,12 +6,14 @@
 
 pub mod facility;
 pub mod raw;
+pub mod warning;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use facility::{Facility, FacilityDb};
+pub use warning::ConfigWarning;
 
 use crate::compress::Codec;
 use crate::rotation::schedule::Schedule;
@@ -126,6 +128,9 @@ pub struct Config {
     pub server: ServerSection,
     /// Limits that protect the daemon (defaults; not yet keys of the file).
     pub limits: Limits,
+    /// What was ignored (unknown sections and keys), for the caller to
+    /// report once the daemon's log is up.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// Limits on connections, timing and background work. Fields rather than
@@ -251,15 +256,17 @@ impl Config {
     /// A [`ConfigError`] naming the file, the place and the fix.
     pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let raw = RawIni::parse(text, path)?;
+        let mut warnings = Vec::new();
+        let sections: Vec<&str> = KNOWN.iter().map(|(name, _)| *name).collect();
         for section in &raw.sections {
             match KNOWN.iter().find(|(name, _)| *name == section.name) {
-                Some((_, keys)) => section.warn_unknown(path, keys),
-                None => tracing::warn!(
-                    file = %path.display(),
-                    section = %section.name,
-                    line = section.line,
-                    "unknown section ignored"
-                ),
+                Some((_, keys)) => warnings.extend(section.unknown_keys(path, keys)),
+                None => warnings.push(ConfigWarning::unknown_section(
+                    path,
+                    &section.name,
+                    section.line,
+                    &sections,
+                )),
             }
         }
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -276,6 +283,7 @@ impl Config {
             compressor: read_compressor(&get("compressor"))?,
             server: read_server(&get("server"))?,
             limits: Limits::default(),
+            warnings,
         })
     }
 
@@ -299,13 +307,9 @@ fn read_main(r: &Reader<'_>, o: &Overrides) -> Result<MainSection, ConfigError> 
         Some(p) => p,
         None => {
             let p = r
-                .raw_path("pidfile")
+                .raw_path("pidfile")?
                 .unwrap_or_else(|| "loghogd.pid".into());
-            if p.is_absolute() {
-                p
-            } else {
-                rundir.join(p)
-            }
+            normalize(&if p.is_absolute() { p } else { rundir.join(p) })
         }
     };
     Ok(MainSection {
@@ -493,14 +497,29 @@ impl Reader<'_> {
         }
     }
 
-    /// The path as written, unresolved.
-    fn raw_path(&self, key: &str) -> Option<PathBuf> {
-        self.str(key).map(PathBuf::from)
+    /// The path as written, unresolved; `None` when the key is absent.
+    ///
+    /// # Errors
+    /// The key is present with an empty value: that is a mistake (an
+    /// unfinished edit), not a request for the default.
+    fn raw_path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        match self.section.and_then(|s| s.get(key)) {
+            None => Ok(None),
+            Some(e) if e.value.is_empty() => Err(self.error(
+                key,
+                format!("{key} is empty; give a path, or remove the line to use the default"),
+            )),
+            Some(e) => Ok(Some(PathBuf::from(&e.value))),
+        }
     }
 
-    /// The path, resolved against the directory of loghogd.conf.
+    /// The path, resolved against the directory of loghogd.conf and
+    /// normalized (no `.` or `..` left), so one file has one name in logs
+    /// and in the rotation state.
     fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
-        Ok(self.raw_path(key).map(|p| resolve(self.base, p)))
+        Ok(self
+            .raw_path(key)?
+            .map(|p| normalize(&resolve(self.base, p))))
     }
 }
 
@@ -511,6 +530,30 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+/// Removes `.` and `..` components without touching the disk (`a/b/../c`
+/// is `a/c`); a `..` above the start of a relative path is kept.
+pub fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let popped =
+                    matches!(out.components().next_back(), Some(Component::Normal(_))) && out.pop();
+                if !popped && !out.has_root() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 /// ConfigParser's booleans (SPEC §6), case-insensitive.
@@ -756,7 +799,7 @@ listen_ipv6_ssl =
             &Overrides::default(),
         )
         .unwrap();
-        assert_eq!(c.main.logdir, Path::new("etc/dev/../../var/log"));
+        assert_eq!(c.main.logdir, Path::new("var/log"));
         assert_eq!(c.main.workdir, Path::new("etc/dev/lib"));
         assert_eq!(c.main.rundir, Path::new("etc/dev/run"));
         assert_eq!(c.main.pidfile, Path::new("etc/dev/run/d.pid"));
@@ -935,6 +978,58 @@ listen_ipv6_ssl =
         let c =
             parse("[main]\ncolour = blue\n[extra]\nx = 1\n[scheduler]\ndb_filename = s\n").unwrap();
         assert_eq!(c.main.logdir, Path::new("/var/log/loghogd"));
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("[main] colour (line 2): unknown key `colour` ignored"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("unknown section [extra] ignored"), "{w:?}");
+    }
+
+    #[test]
+    fn typos_are_warnings_that_suggest_the_key() {
+        let c = parse("[mian]\nuser = x\n[server]\ndefault_prot = 5599\n").unwrap();
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            w[0].contains("[mian] (line 1)") && w[0].ends_with("did you mean [main]?"),
+            "{w:?}"
+        );
+        assert!(w[1].ends_with("did you mean `default_port`?"), "{w:?}");
+        assert_eq!(c.server.listen, [sa("127.0.0.1:5566")]);
+    }
+
+    #[test]
+    fn empty_path_values_are_errors_not_defaults() {
+        for key in [
+            "logdir",
+            "workdir",
+            "rundir",
+            "pidfile",
+            "facilities_config",
+        ] {
+            let err = parse(&format!("[main]\n{key} =\n")).unwrap_err();
+            assert_eq!(err.place, format!("[main] {key} (line 2)"), "{err}");
+            assert!(err.problem.contains("is empty"), "{err}");
+        }
+        let err = parse("[log]\nfilename =\n").unwrap_err();
+        assert!(err.place.starts_with("[log] filename"), "{err}");
+    }
+
+    #[test]
+    fn paths_are_normalized_once() {
+        for (p, want) in [
+            ("/a/b/../c", "/a/c"),
+            ("a/./b/", "a/b"),
+            ("../x", "../x"),
+            ("a/../../x", "../x"),
+            ("/../x", "/x"),
+            ("./", "."),
+        ] {
+            assert_eq!(normalize(Path::new(p)), Path::new(want), "{p}");
+        }
+        let c = parse("[main]\nlogdir = /var/log/../log/./loghogd\n").unwrap();
+        assert_eq!(c.main.logdir, Path::new("/var/log/loghogd"));
     }
 
     #[test]
@@ -946,7 +1041,7 @@ listen_ipv6_ssl =
             &Overrides::default(),
         )
         .unwrap();
-        assert_eq!(c.main.logdir, Path::new("etc/dev/../../var/log"));
+        assert_eq!(c.main.logdir, Path::new("var/log"));
         assert_eq!(
             c.main.facilities_config,
             Path::new("etc/dev/facilities.conf")

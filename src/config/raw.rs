@@ -4,6 +4,7 @@
 //! rust-ini does differently (comments, `;` rules, stray lines); rust-ini
 //! then splits sections and keys. Used only by `config` and `facility`.
 
+use super::warning::ConfigWarning;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -265,22 +266,15 @@ impl RawSection {
         format!("[{}] (line {})", self.name, self.line)
     }
 
-    /// Warns about every key of this section that is not in `known` (keys
-    /// inherited from `[DEFAULT]` are not this section's doing and are
-    /// skipped). The old daemon ignored unknown keys; we say so.
-    pub fn warn_unknown(&self, file: &Path, known: &[&str]) {
-        for entry in &self.entries {
-            if !entry.from_default && !known.contains(&entry.key.as_str()) {
-                tracing::warn!(
-                    file = %file.display(),
-                    section = %self.name,
-                    key = %entry.key,
-                    line = entry.line,
-                    known = %known.join(", "),
-                    "unknown key ignored"
-                );
-            }
-        }
+    /// A warning for every key of this section that is not in `known`
+    /// (keys inherited from `[DEFAULT]` are not this section's doing and are
+    /// skipped). The old daemon ignored unknown keys silently; we say so.
+    pub fn unknown_keys(&self, file: &Path, known: &[&str]) -> Vec<ConfigWarning> {
+        self.entries
+            .iter()
+            .filter(|e| !e.from_default && !known.contains(&e.key.as_str()))
+            .map(|e| ConfigWarning::unknown_key(file, &self.name, &e.key, e.line, known))
+            .collect()
     }
 }
 
