@@ -23,6 +23,7 @@
 //! clock        the wall clock rotation reads (injected in tests)
 //! tz           the TZ variable, checked before anything reads it
 //! stats        counters; ratelimit  warnings peers can cause
+//! escape       client strings escaped and truncated for the daemon's log
 //! daemon       run(config, listeners, control, shutdown); the binary's wiring
 //! ```
 //!
@@ -52,6 +53,7 @@ pub mod clock;
 pub mod compress;
 pub mod config;
 pub mod daemon;
+pub(crate) mod escape;
 pub(crate) mod input;
 pub(crate) mod logging;
 pub(crate) mod output;

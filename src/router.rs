@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::config::{Facility, FacilityDb};
+use crate::escape::esc;
 use crate::output::{file::line, Batch, Handle, Outputs, Refused};
 use crate::ratelimit::RateLimit;
 use crate::record::{Auth, Record, Transport};
@@ -158,7 +159,8 @@ impl Router {
                 Transport::Udp => "dropped datagram",
                 _ => "dropped frame",
             };
-            warn!(peer = %self.peer, transport = self.transport.as_str(), %cause, suppressed, "{what}");
+            let cause = cause.to_string();
+            warn!(peer = %self.peer, transport = self.transport.as_str(), cause = %esc(&cause), suppressed, "{what}");
         }
     }
 
@@ -177,7 +179,7 @@ impl Router {
             let Some(f) = self.db.lookup(rec.app_id, module) else {
                 self.counts.unknown_app += 1;
                 if let Some(suppressed) = self.ctx.limiter.check() {
-                    warn!(peer = %self.peer, app_id = %rec.app_id, suppressed, "dropped message for an app with no facility");
+                    warn!(peer = %self.peer, app_id = %esc(rec.app_id), suppressed, "dropped message for an app with no facility");
                 }
                 return;
             };
@@ -206,7 +208,7 @@ impl Router {
             if let Err(err) = checked {
                 self.counts.bad_signature += 1;
                 if let Some(suppressed) = self.ctx.limiter.check() {
-                    warn!(peer = %self.peer, app_id = %rec.app_id, module = %rec.module, cause = %err, suppressed, "dropped message: signature check failed");
+                    warn!(peer = %self.peer, app_id = %esc(rec.app_id), module = %esc(rec.module), cause = %err, suppressed, "dropped message: signature check failed");
                 }
                 return;
             }

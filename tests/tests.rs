@@ -15,6 +15,9 @@ mod compat;
 #[path = "it/config.rs"]
 mod config;
 
+#[path = "it/hostile.rs"]
+mod hostile;
+
 #[path = "it/ownlog.rs"]
 mod ownlog;
 

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use super::loghog::{LoghogDecoder, LoghogFramer};
 use super::tls::TlsSetup;
 use super::{stream, InputCtx};
+use crate::escape::esc;
 use crate::record::Transport;
 use crate::router::Router;
 
@@ -143,12 +144,20 @@ async fn handle(
                 Ok(Ok(s)) => s,
                 Ok(Err(err)) => {
                     ctx.router.stats.tls_refused.fetch_add(1, Relaxed);
-                    warn!(reason = %super::tls::describe_handshake_error(&err), "tls handshake refused");
+                    if let Some(suppressed) = ctx.router.limiter.check() {
+                        let reason = super::tls::describe_handshake_error(&err);
+                        warn!(reason = %esc(&reason), suppressed, "tls handshake refused");
+                    }
                     return;
                 }
                 Err(_) => {
                     ctx.router.stats.tls_refused.fetch_add(1, Relaxed);
-                    warn!(reason = "handshake timed out", "tls handshake refused");
+                    if let Some(suppressed) = ctx.router.limiter.check() {
+                        warn!(
+                            reason = "handshake timed out",
+                            suppressed, "tls handshake refused"
+                        );
+                    }
                     return;
                 }
             };
@@ -162,7 +171,14 @@ async fn handle(
     };
     match result {
         Ok(()) => debug!("closed"),
-        Err(err) => warn!(cause = %err, "connection closed on error"),
+        // Rate-limited like every warning a peer can cause: 5,000 peers
+        // closing mid-frame must not write 5,000 lines (issue 12).
+        Err(err) => {
+            if let Some(suppressed) = ctx.router.limiter.check() {
+                let cause = err.to_string();
+                warn!(cause = %esc(&cause), suppressed, "connection closed on error");
+            }
+        }
     }
 }
 

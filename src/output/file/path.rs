@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Facility;
+use crate::escape::is_invisible;
 
 /// Longest host name used in a file name; longer ones are cut (at a char
 /// boundary) so `{host}-{module}.log` stays under NAME_MAX (255).
@@ -34,7 +35,9 @@ pub fn safe_host(host: &str) -> String {
         if out.len() + c.len_utf8() > MAX_HOST_IN_NAME {
             break;
         }
-        let bad = c == '/' || c == '\\' || c.is_control();
+        // Invisible and bidi characters would make two hosts' files look
+        // alike (or a name read backwards) in a listing.
+        let bad = c == '/' || c == '\\' || c.is_control() || is_invisible(c);
         out.push(if bad { '_' } else { c });
     }
     // A name made only of dots would be `.`/`..` or a hidden-file lookalike.
@@ -53,7 +56,7 @@ pub fn is_safe_host(host: &str) -> bool {
         && !host.chars().all(|c| c == '.')
         && !host
             .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+            .any(|c| c == '/' || c == '\\' || c.is_control() || is_invisible(c))
 }
 
 #[cfg(test)]
@@ -72,6 +75,8 @@ mod tests {
             "x\ny",
             "\\..\\",
             "....",
+            "web\u{202E}gol.01",
+            "a\u{200B}b",
         ] {
             let s = safe_host(h);
             assert!(
