@@ -376,7 +376,7 @@ pub async fn run(
         match req {
             Some(Request::Reload(reply)) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                let res = reload(&config, &fac_tx, tls.as_ref());
+                let res = reload(&config, &fac_tx, tls.as_ref()).await;
                 writers.reopen_all().await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 if let Some(reply) = reply {
@@ -424,14 +424,33 @@ pub async fn run(
     Ok(())
 }
 
+/// How long a reload may take to read facilities.conf before it is given
+/// up (the file on a hung network mount, say); the old facilities stay.
+const RELOAD_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Re-reads facilities.conf (and TLS files); a broken file keeps the old.
-fn reload(
+/// The file is read on a blocking thread under a timeout, so a slow or
+/// strange file can never hold up the loop that also handles the stop.
+async fn reload(
     config: &Config,
     fac_tx: &watch::Sender<Arc<FacilityDb>>,
     tls: Option<&TlsSetup>,
 ) -> Result<(), String> {
-    let res = match FacilityDb::load(&config.main.facilities_config) {
+    let path = config.main.facilities_config.clone();
+    let read = tokio::task::spawn_blocking(move || FacilityDb::load(&path));
+    let loaded = match tokio::time::timeout(RELOAD_READ_TIMEOUT, read).await {
+        Ok(Ok(res)) => res.map_err(|e| e.to_string()),
+        Ok(Err(join)) => Err(format!("reading facilities.conf failed: {join}")),
+        Err(_) => Err(format!(
+            "{}: not read within {RELOAD_READ_TIMEOUT:?}",
+            config.main.facilities_config.display()
+        )),
+    };
+    let res = match loaded {
         Ok(db) => {
+            for w in &db.warnings {
+                warn!("config: {w}");
+            }
             let n = db.iter().count();
             fac_tx.send_replace(Arc::new(db));
             info!(facilities = n, "facilities reloaded");
@@ -439,7 +458,7 @@ fn reload(
         }
         Err(err) => {
             error!("reload failed, keeping the old facilities: {err}");
-            Err(err.to_string())
+            Err(err)
         }
     };
     if let Some(tls) = tls {

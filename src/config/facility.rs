@@ -116,13 +116,8 @@ impl FacilityDb {
     /// # Errors
     /// A [`ConfigError`] naming the file, section and fix.
     pub fn load(path: &Path) -> Result<FacilityDb, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::unreadable(
-                path,
-                &e,
-                "-F/--facilities-config or [main] facilities_config",
-            )
-        })?;
+        let text =
+            super::read_config_file(path, "-F/--facilities-config or [main] facilities_config")?;
         FacilityDb::parse(&text, path)
     }
 

@@ -82,7 +82,7 @@ impl ConfigError {
     }
 
     /// The file could not be read at all.
-    fn unreadable(file: &Path, err: &std::io::Error, what: &str) -> ConfigError {
+    pub(crate) fn unreadable(file: &Path, err: &std::io::Error, what: &str) -> ConfigError {
         ConfigError::new(
             file,
             "file",
@@ -243,8 +243,7 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the file, the place and the fix.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::unreadable(path, &e, "-c/--config"))?;
+        let text = read_config_file(path, "-c/--config")?;
         Config::parse(&text, path, overrides)
     }
 
@@ -521,6 +520,41 @@ impl Reader<'_> {
             .raw_path(key)?
             .map(|p| normalize(&resolve(self.base, p))))
     }
+}
+
+/// Largest config file read: a facilities.conf for thousands of apps is a
+/// few hundred KiB; anything far beyond is not a config file.
+const MAX_CONFIG_FILE: u64 = 16 << 20;
+
+/// Reads a config file, which must be a regular file of sane size: a FIFO
+/// or device at the path (or a file being written without end) must not
+/// block or exhaust the daemon. `what` names the flag or key that set it.
+///
+/// # Errors
+/// A [`ConfigError`] saying what the path is and what to do.
+pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError::unreadable(path, &e, what))?;
+    if !meta.is_file() {
+        return Err(ConfigError::new(
+            path,
+            "file",
+            format!("is not a regular file; point {what} at a file"),
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| ConfigError::unreadable(path, &e, what))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| ConfigError::unreadable(path, &e, what))?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(ConfigError::new(
+            path,
+            "file",
+            format!("is larger than {MAX_CONFIG_FILE} bytes; is {what} the right file?"),
+        ));
+    }
+    Ok(text)
 }
 
 /// `p` if absolute, else `p` under `base`.

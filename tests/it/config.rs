@@ -126,3 +126,23 @@ fn unusable_tz_is_a_warning_and_is_never_read() {
         .run(&["--check-config", "--strict"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_fifo_at_the_facilities_path_is_refused_and_stop_still_works() {
+    let setup = Setup::new();
+    let mut d = Daemon::start(&setup);
+    let path = setup.facilities_path();
+    std::fs::remove_file(&path).unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo failed");
+    d.signal("HUP");
+    d.wait_for_log("is not a regular file");
+    // The signal task was not blocked on the FIFO: SIGTERM still stops it,
+    // and the old facilities are still in force until then.
+    send_tcp(d.tcp_addr(), &simple("app", "after the fifo"));
+    wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
+    d.stop();
+}
