@@ -300,20 +300,18 @@ pub async fn run(
     let compressions = Arc::new(Semaphore::new(limits.compression_jobs.max(1)));
     let (fac_tx, fac_rx) = watch::channel(Arc::new(facilities));
     let writer_tracker = TaskTracker::new();
-    let writers = Arc::new(Writers::new(
-        config.main.logdir.clone(),
-        WriterCtx {
-            stats: stats.clone(),
-            limiter: RateLimit::new(10, Duration::from_secs(10)),
-            compressor: config.compressor.clone(),
-            tracker: writer_tracker.clone(),
-            state: state.clone(),
-            compressions: compressions.clone(),
-            compress_tracker: compress_tracker.clone(),
-            new_file: Arc::new(tokio::sync::Notify::new()),
-            clock: clock.clone(),
-        },
-    ));
+    let writers = Arc::new(Writers::new(WriterCtx {
+        logdir: config.main.logdir.clone(),
+        stats: stats.clone(),
+        limiter: RateLimit::new(10, Duration::from_secs(10)),
+        compressor: config.compressor.clone(),
+        tracker: writer_tracker.clone(),
+        state: state.clone(),
+        compressions: compressions.clone(),
+        compress_tracker: compress_tracker.clone(),
+        new_file: Arc::new(tokio::sync::Notify::new()),
+        clock: clock.clone(),
+    }));
     let router = Arc::new(RouterCtx {
         outputs: Outputs {
             files: writers.clone(),

@@ -61,3 +61,19 @@ fn peers_closing_inside_a_frame_are_rate_limited() {
     );
     assert!(log.contains("suppressed="), "{log}");
 }
+
+#[test]
+fn a_symlinked_app_directory_is_not_followed_out_of_the_logdir() {
+    let setup = Setup::new();
+    let outside = setup.root().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(setup.logdir()).unwrap();
+    std::os::unix::fs::symlink(&outside, setup.log("app")).unwrap();
+    let d = InProcess::start(&setup);
+    send_tcp(d.tcp_addr(), &simple("app", "must not leave the logdir"));
+    d.wait_stat("write_errors", 1);
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "a file was created through the symlink"
+    );
+}

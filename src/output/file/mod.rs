@@ -55,6 +55,8 @@ impl Command {
 /// What every writer task shares.
 #[derive(Debug)]
 pub(crate) struct WriterCtx {
+    /// `[main] logdir`: every file is opened beneath it, following no link.
+    pub(crate) logdir: PathBuf,
     /// Counters (`written`, `write_errors`).
     pub(crate) stats: Arc<Stats>,
     /// Keeps write-error warnings from flooding the daemon's log.
@@ -78,8 +80,6 @@ pub(crate) struct WriterCtx {
 /// The registry of writer tasks, keyed by output path.
 #[derive(Debug)]
 pub(crate) struct Writers {
-    /// `[main] logdir`: every path is built under it.
-    logdir: PathBuf,
     /// Open channels to writer tasks. `None` once shutdown has begun, so no
     /// new writer is spawned after the final drain started.
     map: Mutex<Option<HashMap<PathBuf, mpsc::Sender<Command>>>>,
@@ -89,10 +89,9 @@ pub(crate) struct Writers {
 // === impl Writers ===
 
 impl Writers {
-    /// An empty registry writing under `logdir`.
-    pub(crate) fn new(logdir: PathBuf, ctx: WriterCtx) -> Writers {
+    /// An empty registry writing under `ctx.logdir`.
+    pub(crate) fn new(ctx: WriterCtx) -> Writers {
         Writers {
-            logdir,
             map: Mutex::new(Some(HashMap::new())),
             ctx: Arc::new(ctx),
         }
@@ -105,12 +104,17 @@ impl Writers {
 
     /// `[main] logdir`.
     pub(crate) fn logdir(&self) -> &Path {
-        &self.logdir
+        &self.ctx.logdir
     }
 
     /// The live file for `facility` (and `host` with `file_per_host`).
     pub(crate) fn path_for(&self, facility: &Facility, host: Option<&str>) -> PathBuf {
-        path::file_path(&self.logdir, facility, host, self.ctx.compressor.live_ext())
+        path::file_path(
+            &self.ctx.logdir,
+            facility,
+            host,
+            self.ctx.compressor.live_ext(),
+        )
     }
 
     /// The sender for the file of `facility` and `host`.

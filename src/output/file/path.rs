@@ -4,8 +4,16 @@
 //!
 //! App ids and module paths come from facilities.conf and are validated
 //! there; the host name is the only client string that reaches a path.
+//! Files are opened by [`open_beneath`], which follows no symlink below
+//! the log directory, so a link planted there cannot redirect a write.
 
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{mkdirat, Mode};
 
 use crate::config::Facility;
 use crate::escape::is_invisible;
@@ -59,9 +67,107 @@ pub fn is_safe_host(host: &str) -> bool {
             .any(|c| c == '/' || c == '\\' || c.is_control() || is_invisible(c))
 }
 
+/// Opens `file` (under `logdir`) for appending, creating it (mode 0640)
+/// and the directories between (0750) as needed, without following a
+/// symlink anywhere below `logdir`: each directory is opened relative to
+/// the one above with `O_NOFOLLOW | O_DIRECTORY`, and the file with
+/// `O_NOFOLLOW`. `logdir` itself is the operator's choice and may be a link.
+///
+/// # Errors
+/// `file` is not below `logdir`, a component is a symlink (`ELOOP`,
+/// `ENOTDIR`), or the usual open and mkdir errors.
+pub(crate) fn open_beneath(logdir: &Path, file: &Path) -> io::Result<File> {
+    let rel = file.strip_prefix(logdir).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not under {}", file.display(), logdir.display()),
+        )
+    })?;
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(p) => parts.push(p),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} leaves {}", file.display(), logdir.display()),
+                ))
+            }
+        }
+    }
+    let Some((name, dirs)) = parts.split_last() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty file name",
+        ));
+    };
+    let dir_flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let mut dir = owned(openat(
+        None,
+        logdir,
+        OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?);
+    for d in dirs {
+        match mkdirat(Some(raw(&dir)), *d, Mode::from_bits_truncate(0o750)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        dir = owned(openat(Some(raw(&dir)), *d, dir_flags, Mode::empty())?);
+    }
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(
+        Some(raw(&dir)),
+        *name,
+        flags,
+        Mode::from_bits_truncate(0o640),
+    )?;
+    Ok(File::from(owned(fd)))
+}
+
+fn owned(fd: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful openat and nothing else
+    // owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn raw(fd: &OwnedFd) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    fd.as_raw_fd()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symlinks_below_the_logdir_are_never_followed() {
+        let base = tempfile::tempdir().unwrap();
+        let logdir = base.path().join("log");
+        let outside = base.path().join("outside");
+        std::fs::create_dir_all(&logdir).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // A fresh file and its app directory are created.
+        let f = logdir.join("app/root.log");
+        open_beneath(&logdir, &f).unwrap();
+        assert!(f.is_file());
+        // A symlinked app directory is refused, not followed.
+        std::os::unix::fs::symlink(&outside, logdir.join("evil")).unwrap();
+        open_beneath(&logdir, &logdir.join("evil/root.log")).unwrap_err();
+        assert!(!outside.join("root.log").exists());
+        // So is a symlink at the file's own path.
+        std::os::unix::fs::symlink(outside.join("x"), logdir.join("app/x.log")).unwrap();
+        open_beneath(&logdir, &logdir.join("app/x.log")).unwrap_err();
+        assert!(!outside.join("x").exists());
+        // And a path that leaves the logdir.
+        open_beneath(&logdir, &logdir.join("app/../../outside/y.log")).unwrap_err();
+        open_beneath(&logdir, &outside.join("z.log")).unwrap_err();
+        // The logdir itself may be a link (the operator chose it).
+        let link = base.path().join("loglink");
+        std::os::unix::fs::symlink(&logdir, &link).unwrap();
+        open_beneath(&link, &link.join("app/root.log")).unwrap();
+    }
 
     #[test]
     fn hostile_hosts_stay_in_one_component() {

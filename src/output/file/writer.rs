@@ -6,9 +6,8 @@
 //! (never on an async worker, so a slow disk stalls only this file and,
 //! through the bounded queue, the readers feeding it).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -252,11 +251,12 @@ impl LogFile {
     ) -> io::Result<u64> {
         let file = self.file.take();
         let path = self.path.clone();
+        let logdir = self.ctx.logdir.clone();
         let job = tokio::task::spawn_blocking(move || {
             let mut file = match file {
                 Some(f) => (f, None),
                 None => {
-                    let f = open_append(&path)?;
+                    let f = super::path::open_beneath(&logdir, &path)?;
                     let meta = f.metadata()?;
                     (f, Some((meta.len(), meta.is_file())))
                 }
@@ -425,23 +425,6 @@ impl LogFile {
 /// Locks the state, recovering from a poisoned lock (the data is plain).
 fn lock(state: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
     state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Opens (creating) the live file for appending, and its app directory.
-/// `O_NOFOLLOW`: a symlink planted at the file's path is refused, not followed.
-fn open_append(path: &std::path::Path) -> io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(dir)?;
-    }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
 }
 
 /// `write_all` over several buffers with as few `writev` calls as possible.
