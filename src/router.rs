@@ -435,3 +435,66 @@ impl Route {
         }
     }
 }
+
+// === test-only ===
+
+#[cfg(test)]
+impl RouterCtx {
+    /// Test only: a context routing by `facilities` whose outputs are closed
+    /// from the start, so no writer task is ever spawned (no runtime, no
+    /// files) and routed lines stay pending in the [`Router`], where
+    /// [`Router::take_pending`] reads them. For decoder tests.
+    pub(crate) fn for_test(facilities: FacilityDb) -> Arc<RouterCtx> {
+        use crate::output::file::{WriterCtx, Writers};
+        let stats = Arc::new(Stats::default());
+        let writers = Writers::new(
+            std::path::PathBuf::from("/nonexistent/loghogd-test-logdir"),
+            WriterCtx {
+                stats: stats.clone(),
+                limiter: RateLimit::new(10, Duration::from_secs(10)),
+                compressor: crate::config::CompressorSection {
+                    format: Default::default(),
+                    level: 6,
+                    compress_on_write: false,
+                },
+                tracker: Default::default(),
+                state: Default::default(),
+                compressions: Arc::new(tokio::sync::Semaphore::new(1)),
+                compress_tracker: Default::default(),
+                new_file: Default::default(),
+                clock: Default::default(),
+            },
+        );
+        writers.close();
+        // The sender may go: a dropped sender reads as "never reloaded".
+        let (_, facilities) = watch::channel(Arc::new(facilities));
+        Arc::new(RouterCtx {
+            outputs: Outputs {
+                files: Arc::new(writers),
+            },
+            stats,
+            limiter: RateLimit::new(20, Duration::from_secs(10)),
+            facilities,
+        })
+    }
+}
+
+#[cfg(test)]
+impl Router {
+    /// Test only: adds the local counts to the shared [`Stats`] (as a flush
+    /// does) and takes every pending line, as `(section name, line)` in the
+    /// order the routes were made, without sending anything.
+    pub(crate) fn take_pending(&mut self) -> Vec<(String, String)> {
+        self.publish_counts();
+        self.pending_bytes = 0;
+        let mut out = Vec::new();
+        for route in &mut self.routes.list {
+            let name = route.facility.section_name();
+            let data = String::from_utf8_lossy(&std::mem::take(&mut route.buf)).into_owned();
+            route.count = 0;
+            route.ends.clear();
+            out.extend(data.lines().map(|l| (name.clone(), l.to_string())));
+        }
+        out
+    }
+}

@@ -1,7 +1,9 @@
 //! The integration tests: one binary (as in ripgrep), modules under `tests/it/`.
 //!
-//! Every test starts the real `loghogd` binary on ephemeral ports in its own
-//! temp dir and talks to it through real sockets.
+//! Every test runs the daemon on ephemeral ports in its own temp dir and
+//! talks to it through real sockets: the real `loghogd` binary as a
+//! subprocess where the test needs its log, signals, flags or exit status,
+//! otherwise `daemon::run` in-process, whose counters it reads from `Stats`.
 
 #[path = "it/util.rs"]
 mod util;

@@ -428,17 +428,8 @@ secret = my-big-secret
             signed.secret.as_ref().map(|k| k.secret()),
             Some("change-me;to-a-long-random-string")
         );
-        let db = parse(include_str!("../../etc/dev/facilities.conf"));
-        let names: Vec<String> = db.iter().map(|f| f.section_name()).collect();
-        assert_eq!(names, ["my-app", "my-app:web", "signed-app"]);
-        assert_eq!(
-            db.lookup("signed-app", "")
-                .unwrap()
-                .secret
-                .as_ref()
-                .map(|k| k.secret()),
-            Some("dev-secret")
-        );
+        // etc/dev/facilities.conf is for editing: `config::tests::the_dev_config_parses`
+        // checks only that it parses.
     }
 
     #[test]

@@ -80,6 +80,41 @@ fn cert(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The daemon a mode runs against: in-process, counters read from `Stats`;
+/// for TLS the real binary, whose log must show that the Python client's
+/// close (no `close_notify`) is not taken for an error.
+enum Under {
+    InProcess(InProcess),
+    Binary(Daemon),
+}
+
+impl Under {
+    fn port(&self, mode: &str) -> u16 {
+        let addr = match (self, mode) {
+            (Under::InProcess(d), "udp") => d.udp_addr(),
+            (Under::InProcess(d), _) => d.tcp_addr(),
+            (Under::Binary(d), _) => d.tls_addr(),
+        };
+        addr.port()
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Under::InProcess(d) => d.stop(),
+            Under::Binary(d) => {
+                d.stop();
+            }
+        }
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        match self {
+            Under::InProcess(d) => d.stat(name),
+            Under::Binary(d) => d.stat(name),
+        }
+    }
+}
+
 fn run_mode(mode: &str) {
     let Some(py) = python() else { return };
     let signed = mode.ends_with("-signed");
@@ -92,14 +127,12 @@ fn run_mode(mode: &str) {
             cert("loghog-ca.cert").display()
         ));
     }
-    let mut d = Daemon::start(&setup);
-    let port = if mode == "udp" {
-        d.udp_addr().port()
-    } else if tls {
-        d.tls_addr().port()
+    let mut d = if tls {
+        Under::Binary(Daemon::start(&setup))
     } else {
-        d.tcp_addr().port()
+        Under::InProcess(InProcess::start(&setup))
     };
+    let port = d.port(mode);
     let mut cmd = Command::new(&py);
     cmd.arg(script())
         .args(["--port", &port.to_string(), "--mode", mode])
@@ -170,7 +203,7 @@ fn run_mode(mode: &str) {
     );
     let total = COUNT as u64 + 4;
     assert_eq!(d.stat("written"), total);
-    if tls {
+    if let Under::Binary(d) = &d {
         assert_eq!(
             d.stat("tls_refused"),
             0,

@@ -1,4 +1,5 @@
-//! TLS listeners (issue 4, SPEC §9) through the real binary and real sockets:
+//! TLS listeners (issue 4, SPEC §9) through real sockets (the binary where
+//! the test reads its log or signals it, in-process otherwise):
 //! delivery, every handshake refusal (with a good client sending meanwhile),
 //! the handshake timeout, start-up validation of the certificate files,
 //! certificate reload on SIGHUP, 200 concurrent connections, the client that
@@ -312,7 +313,7 @@ fn tls_close_inside_a_frame_is_still_reported() {
 #[test]
 fn tls12_only_client_works() {
     let setup = tls_setup();
-    let mut d = Daemon::start(&setup);
+    let mut d = InProcess::start(&setup);
     let config = client_config_with(&cert("client.pem"), &cert("loghog-ca.cert"), &[&TLS12]);
     let mut c = TlsClient::connect(d.tls_addr(), config).expect("TLS 1.2 handshake");
     assert_eq!(c.version(), Some(ProtocolVersion::TLSv1_2));
@@ -450,14 +451,18 @@ fn refused_plaintext_frames_on_the_tls_port() {
     });
 }
 
+/// In-process, with the handshake timeout shortened from 10 s to 300 ms
+/// (`Limits::handshake_timeout`). That the peer is dropped only after the
+/// timeout is what shows the timeout dropped it (it sent nothing that could
+/// be refused otherwise); the refusal is counted in `tls_refused`.
 #[test]
 fn silent_peer_is_dropped_after_the_handshake_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
     let setup = tls_setup();
-    let mut d = Daemon::start(&setup);
+    let mut d = InProcess::start_with(&setup, |c| c.limits.handshake_timeout = TIMEOUT);
     let addr = d.tls_addr();
     let started = Instant::now();
     let mut silent = connect(addr);
-    let port = silent.local_addr().unwrap().port();
 
     // While the silent peer holds its slot, a good client gets through.
     let mut good = TlsClient::connect(addr, good_config()).expect("good handshake");
@@ -465,10 +470,6 @@ fn silent_peer_is_dropped_after_the_handshake_timeout() {
     assert_eq!(good.finish(), 0);
     wait_for_lines(&setup.log("app/root.log"), 100, DEADLINE);
 
-    // HANDSHAKE_TIMEOUT (src/server/tcp.rs) is 10 s; allow twice that.
-    silent
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
     let mut buf = [0u8; 256];
     let r = silent.read(&mut buf);
     let waited = started.elapsed();
@@ -480,15 +481,16 @@ fn silent_peer_is_dropped_after_the_handshake_timeout() {
         }
         Err(_) => {} // reset: dropped too
     }
+    // Measured from before the connect, so never shorter on any machine.
     assert!(
-        waited >= Duration::from_secs(9),
-        "dropped after {waited:?}, before the 10 s handshake timeout"
+        waited >= TIMEOUT,
+        "dropped after {waited:?}, before the {TIMEOUT:?} handshake timeout"
     );
-    let line = refusal_line(&d, port);
-    assert!(line.contains("handshake timed out"), "{line}");
+    d.wait_stat("tls_refused", 1);
     d.stop();
     assert_eq!(d.stat("tls_refused"), 1);
     assert_eq!(d.stat("written"), 100);
+    assert_eq!(d.stat("connections"), 2);
 }
 
 // === start-up validation ===
@@ -721,7 +723,7 @@ fn two_hundred_concurrent_connections_keep_order() {
     const CONNS: usize = 200;
     const EACH: usize = 100;
     let setup = tls_setup();
-    let mut d = Daemon::start(&setup);
+    let mut d = InProcess::start(&setup);
     let addr = d.tls_addr();
     let config = good_config();
     let barrier = Arc::new(Barrier::new(CONNS));
@@ -771,7 +773,7 @@ fn two_hundred_concurrent_connections_keep_order() {
 fn never_reading_client_loses_nothing() {
     const N: usize = 200_000;
     let setup = tls_setup();
-    let mut d = Daemon::start(&setup);
+    let mut d = InProcess::start(&setup);
     let config = client_config_with(&cert("client.pem"), &cert("loghog-ca.cert"), &[&TLS13]);
     let mut c = TlsClient::connect(d.tls_addr(), config).expect("handshake");
     assert_eq!(c.version(), Some(ProtocolVersion::TLSv1_3));

@@ -1,5 +1,6 @@
-//! Test harness: a temp dir with both config files, the real `loghogd`
-//! binary started on ephemeral ports, frame builders and file pollers.
+//! Test harness: a temp dir with both config files, the daemon on ephemeral
+//! ports (the real `loghogd` binary as a [`Daemon`], or `daemon::run`
+//! [`InProcess`] with its counters as data), frame builders and file pollers.
 //!
 //! Modelled on ripgrep's `tests/util.rs`: every test gets its own directory
 //! and its own daemon, so tests run in parallel and never see each other.
