@@ -222,7 +222,11 @@ where
                 Err(_) => 0,
             }
         } else if wake_at > 0 {
-            if more {
+            if more && token.is_cancelled() {
+                draining = true;
+                wake_at = stop_coalescing(&stream);
+                continue;
+            } else if more {
                 match stream.read_now(&mut buf) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
