@@ -49,9 +49,12 @@ const READ_BUDGET: usize = 2 << 20;
 const DRAIN_IDLE: Duration = Duration::from_millis(250);
 
 /// The coalescing tick: a coalesced connection's data waits in the kernel at
-/// most about this long. Reads within one tick of
-/// each other put a connection in coalescing mode; a tick with nothing to
-/// read takes it out (a quiet connection is read as soon as a byte comes).
+/// most about this long. Reads within one tick of each other put a
+/// connection in coalescing mode; a tick with nothing to read takes it out
+/// (a quiet connection is read as soon as a byte comes). Measured at 100k
+/// msg/s over 64 connections: 2 ms cost 1.9 CPU-s per million messages
+/// (3 messages per read), 5 ms 1.1-1.3 (8 per read) for a p50 latency of
+/// about 3 ms.
 const TICK: Duration = Duration::from_millis(5);
 
 /// A stream whose small arrivals can be left in the kernel and collected on
@@ -322,9 +325,9 @@ where
 /// Back to waking on every byte (before draining, or after a quiet tick);
 /// returns the new low-water mark (0: not coalescing).
 fn stop_coalescing<S: Source>(stream: &S) -> usize {
-    // Should the kernel refuse, the stream still gets read on the tick
-    // until it is quiet; but a failing setsockopt on a live socket means
-    // the socket is broken, and its next read says so.
+    // Lowering SO_RCVLOWAT on a socket that took a higher one cannot fail
+    // short of a broken descriptor, whose next read fails too. (Lowering it
+    // also makes the kernel report what is already waiting as readable.)
     let _ = stream.wake_at(1);
     0
 }
