@@ -325,6 +325,7 @@ pub async fn run(
         max_msg_size: config.server.max_msg_size,
         limits: limits.clone(),
         open_streams: Default::default(),
+        ticker: Default::default(),
     });
     let token = CancellationToken::new();
     let readers = TaskTracker::new();

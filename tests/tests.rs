@@ -28,3 +28,6 @@ mod tls;
 
 #[path = "it/rotation.rs"]
 mod rotation;
+
+#[path = "it/paced.rs"]
+mod paced;

@@ -67,6 +67,8 @@ pub(crate) struct InputCtx {
     pub(crate) limits: Limits,
     /// Stream connections being served now (sizes their read buffers).
     pub(crate) open_streams: AtomicUsize,
+    /// The tick coalesced stream connections are read on.
+    pub(crate) ticker: stream::Ticker,
 }
 
 /// Kernel receive buffer asked for UDP sockets, so bursts survive while a

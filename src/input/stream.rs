@@ -5,14 +5,28 @@
 //! The read buffer only grows to the frame being assembled, never to a
 //! length a peer merely announced: a framer refuses a length over
 //! `max_msg_size` before anything is allocated, and the connection closes.
+//!
+//! A connection that sends small bursts back to back (the load a fleet
+//! sends: many clients, a few messages each every millisecond) would cost a
+//! wake-up, a read, a batch and a write per burst. Such a connection is
+//! *coalesced* ([`Source`]): the kernel is asked to wake the reader only once
+//! a full read is waiting (`SO_RCVLOWAT`), and whatever less is there is
+//! collected on a coarse tick shared by all connections. The data waits in
+//! the kernel's socket buffer, never in the daemon's, so `flush_every = 1`
+//! still means every line read is handed to its writer at once.
 
 use std::io;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::mem::size_of;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Decoder, Framer, InputCtx};
@@ -33,6 +47,134 @@ const READ_BUDGET: usize = 2 << 20;
 /// After shutdown is signalled, keep reading while the peer still has data
 /// in flight; a connection quiet this long is done.
 const DRAIN_IDLE: Duration = Duration::from_millis(250);
+
+/// The coalescing tick: a coalesced connection's data waits in the kernel at
+/// most about this long. Reads within one tick of each other put a
+/// connection in coalescing mode; a tick with nothing to read takes it out
+/// (a quiet connection is read as soon as a byte comes). Measured at 100k
+/// msg/s over 64 connections: 2 ms cost 1.9 CPU-s per million messages
+/// (3 messages per read), 5 ms 1.1-1.3 (8 per read) for a p50 latency of
+/// about 3 ms.
+const TICK: Duration = Duration::from_millis(5);
+
+/// A stream whose small arrivals can be left in the kernel and collected on
+/// the shared tick. Streams that cannot (TLS: its records are decrypted in
+/// user space) keep the defaults and are always read on readiness.
+pub(crate) trait Source: AsyncRead + Unpin {
+    /// Asks the kernel to report the stream readable only once `bytes` are
+    /// waiting (1: on every byte).
+    ///
+    /// # Errors
+    /// The stream cannot (then it is never coalesced).
+    fn wake_at(&self, bytes: usize) -> io::Result<()> {
+        let _ = bytes;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Reads whatever is waiting now into `buf`'s spare room, whether or not
+    /// the stream was reported readable. `WouldBlock` when nothing is.
+    ///
+    /// # Errors
+    /// `WouldBlock`, or the read's error.
+    fn read_now(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        let _ = buf;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+impl Source for TcpStream {
+    fn wake_at(&self, bytes: usize) -> io::Result<()> {
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: a valid socket descriptor (borrowed from `self`), and a
+        // pointer to a c_int with its size, as SO_RCVLOWAT takes.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn read_now(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(READ_BUF_MIN);
+        }
+        // tokio's `try_read` would not even try: it trusts its readiness
+        // flag, which SO_RCVLOWAT keeps clear while less is waiting. A
+        // non-blocking recv returns what is there (below the low-water mark
+        // too) or WouldBlock.
+        let sock = socket2::SockRef::from(&*self);
+        let n = loop {
+            match sock.recv(buf.spare_capacity_mut()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        // SAFETY: recv initialised the first `n` bytes of the spare room.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+}
+
+/// The coalescing tick shared by all of a daemon's connections: one timer
+/// and one wake-up per tick for every connection waiting on it. (A timer per
+/// connection, re-armed per read, made the runtime wake its parked worker
+/// for nearly every re-arm: 13 eventfd writes per 100 messages.)
+///
+/// The timer runs only while connections wait: a tick that found no waiter
+/// is the last, and the next waiter starts it again.
+#[derive(Debug, Default)]
+pub(crate) struct Ticker {
+    tick: Arc<Notify>,
+    /// Waits begun since the last tick.
+    waits: Arc<AtomicUsize>,
+    /// A ticking task exists.
+    running: Arc<AtomicBool>,
+}
+
+// === impl Ticker ===
+
+impl Ticker {
+    /// Resolves at the next tick.
+    async fn wait(&self) {
+        let tick = self.tick.notified();
+        tokio::pin!(tick);
+        // Registered before counted: a tick that sees the count wakes us.
+        tick.as_mut().enable();
+        self.waits.fetch_add(1, SeqCst);
+        if !self.running.swap(true, SeqCst) {
+            let (notify, waits, running) =
+                (self.tick.clone(), self.waits.clone(), self.running.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(TICK);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await; // the first tick is immediate
+                loop {
+                    every.tick().await;
+                    let waited = waits.swap(0, SeqCst);
+                    notify.notify_waiters();
+                    if waited == 0 {
+                        running.store(false, SeqCst);
+                        // A wait that came in just now saw `running` still
+                        // set and started nothing: keep ticking for it.
+                        if waits.load(SeqCst) == 0 || running.swap(true, SeqCst) {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        tick.await;
+    }
+}
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +201,7 @@ pub(crate) async fn serve<S, F, D>(
     token: CancellationToken,
 ) -> Result<(), ConnError>
 where
-    S: AsyncRead + Unpin,
+    S: Source,
     F: Framer,
     D: Decoder,
 {
@@ -67,26 +209,72 @@ where
     let mut read_size = READ_BUF_MIN;
     let mut buf = BytesMut::with_capacity(read_size);
     let mut draining = token.is_cancelled();
+    // One waiter on the token for the connection's life: a fresh
+    // `cancelled()` per read was a lock and a list insert per read.
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
+    // Coalescing: the low-water mark set in the kernel (0: off).
+    let mut wake_at = 0;
+    // The last read left the buffer full: read again without waiting.
+    let mut more = false;
+    let mut last_read = Instant::now();
     loop {
         let n = if draining {
             match tokio::time::timeout(DRAIN_IDLE, stream.read_buf(&mut buf)).await {
                 Ok(r) => r?,
                 Err(_) => 0,
             }
+        } else if wake_at > 0 {
+            if more && token.is_cancelled() {
+                draining = true;
+                wake_at = stop_coalescing(&stream);
+                continue;
+            } else if more {
+                match stream.read_now(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        more = false;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut cancelled => {
+                        draining = true;
+                        wake_at = stop_coalescing(&stream);
+                        continue;
+                    }
+                    // A full read is waiting.
+                    r = stream.read_buf(&mut buf) => r?,
+                    () = ctx.ticker.wait() => match stream.read_now(&mut buf) {
+                        Ok(n) => n,
+                        // Quiet for a whole tick: wake on every byte again.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            wake_at = stop_coalescing(&stream);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                }
+            }
         } else {
             tokio::select! {
-                r = stream.read_buf(&mut buf) => r?,
-                _ = token.cancelled() => {
+                biased;
+                _ = &mut cancelled => {
                     draining = true;
                     continue;
                 }
+                r = stream.read_buf(&mut buf) => r?,
             }
         };
         // A read that filled all the room there was means more is waiting:
         // read bigger next time.
         let cap =
             (READ_BUDGET / ctx.open_streams.load(Relaxed).max(1)).clamp(READ_BUF_MIN, READ_BUF_MAX);
-        if buf.capacity() == buf.len() && read_size < cap {
+        let full = buf.capacity() == buf.len();
+        if full && read_size < cap {
             read_size *= 2;
         }
         read_size = read_size.min(cap);
@@ -96,6 +284,19 @@ where
                 0 => Ok(()),
                 rest => Err(ConnError::Truncated(rest)),
             };
+        }
+        more = full;
+        if !draining {
+            // A short read soon after the last one: small bursts. Leave them
+            // in the kernel until a full read or the tick.
+            let now = Instant::now();
+            if wake_at != read_size && (wake_at > 0 || (!full && now - last_read < TICK)) {
+                wake_at = match stream.wake_at(read_size) {
+                    Ok(()) => read_size,
+                    Err(_) => 0,
+                };
+            }
+            last_read = now;
         }
         router.begin_chunk();
         loop {
@@ -119,6 +320,16 @@ where
         let need = framer.need(&buf);
         reserve_for_next(&mut buf, need, read_size);
     }
+}
+
+/// Back to waking on every byte (before draining, or after a quiet tick);
+/// returns the new low-water mark (0: not coalescing).
+fn stop_coalescing<S: Source>(stream: &S) -> usize {
+    // Lowering SO_RCVLOWAT on a socket that took a higher one cannot fail
+    // short of a broken descriptor, whose next read fails too. (Lowering it
+    // also makes the kernel report what is already waiting as readable.)
+    let _ = stream.wake_at(1);
+    0
 }
 
 /// Counts a connection in `open_streams` while it lives.

@@ -193,6 +193,9 @@ async fn handle(
 /// `stream::serve` (`Truncated`), as on plain TCP.
 struct CloseNotifyOptional<S>(S);
 
+/// TLS is read on readiness only: its bytes must go through rustls.
+impl<S: AsyncRead + Unpin> stream::Source for CloseNotifyOptional<S> {}
+
 impl<S: AsyncRead + Unpin> AsyncRead for CloseNotifyOptional<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -25,6 +25,9 @@ use crate::rotation::{self, started_on_disk, FileState, StateDb};
 /// Stop draining the queue into one write once this much is pending.
 const MAX_PENDING_BYTES: usize = 1 << 20;
 
+/// A drain smaller than this first lets runnable readers add to it.
+const YIELD_BELOW_BYTES: usize = 64 << 10;
+
 /// Drains up to this size are written on the async worker itself.
 const INLINE_WRITE_MAX: usize = 64 << 10;
 
@@ -101,12 +104,17 @@ impl LogFile {
             last_command = Instant::now();
             let Some(cmd) = cmd else { break };
             self.apply(cmd).await;
-            // Take whatever else is queued so one write covers it all.
-            while self.pending_bytes < MAX_PENDING_BYTES {
-                match rx.try_recv() {
-                    Ok(cmd) => self.apply(cmd).await,
-                    Err(_) => break,
-                }
+            self.drain(&mut rx).await;
+            if self.pending_bytes < YIELD_BELOW_BYTES && self.pending_count > 0 {
+                // Readers woken together (by one coalescing tick, or one
+                // burst over many connections) run one after another, and
+                // this task, woken by the first, would otherwise run between
+                // each two of them: a write per reader. Let the readers that
+                // are already runnable go first, then write what they all
+                // handed over at once. This waits for no timer and no input,
+                // only for tasks ready to run now.
+                tokio::task::yield_now().await;
+                self.drain(&mut rx).await;
             }
             if self.pending_count >= self.facility.flush_every.max(1) {
                 self.write_out().await;
@@ -115,6 +123,16 @@ impl LogFile {
         self.write_out().await;
         self.close().await;
         debug!(path = %self.path.display(), "writer finished");
+    }
+
+    /// Takes whatever else is queued, so one write covers it all.
+    async fn drain(&mut self, rx: &mut mpsc::Receiver<Command>) {
+        while self.pending_bytes < MAX_PENDING_BYTES {
+            match rx.try_recv() {
+                Ok(cmd) => self.apply(cmd).await,
+                Err(_) => break,
+            }
+        }
     }
 
     async fn apply(&mut self, cmd: Command) {
