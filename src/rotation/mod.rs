@@ -1,8 +1,13 @@
 //! Rotation (SPEC §5): schedules ([`schedule`]), backup naming and retention
 //! ([`backup`]), the per-file rotation times kept in `workdir` ([`state`]) and
-//! start-up crash recovery ([`recover`](mod@recover)). The file operations are blocking:
-//! the writer runs them on the blocking pool, off the async workers. A
-//! rotation is [`rename_live`], a [`StateDb`] update, then [`compress_and_prune`].
+//! start-up crash recovery ([`recover`](mod@recover)). A leaf: it imports
+//! nothing above it (only `compress`), and both the file writers and the
+//! daemon's own log rotate through it.
+//!
+//! A rotation is one transaction, [`rotate_file`] (rename, new
+//! [`FileState`], save), then one background job, [`spawn_compression`]
+//! (compress and prune, bounded by the daemon's `compression_jobs`). The file
+//! operations are blocking: callers run them on the blocking pool.
 
 pub mod backup;
 pub mod recover;
@@ -14,8 +19,120 @@ pub use state::{started_on_disk, FileState, StateDb};
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
 use crate::compress::{self, Codec};
+
+/// Whoever sleeps towards a rotation re-plans at least this often, so a
+/// wall-clock jump (NTP, suspend) or a changed state is noticed even while
+/// waiting for a far rotation: the file scheduler and the own-log loop.
+pub const REPLAN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long to sleep at `now` towards `due` (`None`: nothing scheduled):
+/// until `due`, but at most [`REPLAN_INTERVAL`]; zero when `due` has passed.
+pub fn sleep_before(due: Option<DateTime<Local>>, now: DateTime<Local>) -> Duration {
+    match due {
+        Some(due) => (due - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(REPLAN_INTERVAL),
+        None => REPLAN_INTERVAL,
+    }
+}
+
+/// The rotation transaction for the live file `live` at `now`, blocking:
+/// renames it to a backup named after when it was started (from `state`,
+/// else the file's own times, else `now`), records the new [`FileState`]
+/// (started `now` when a backup was made, last rotated `now`) and saves the
+/// state. Returns the backup, or `None` when the file was missing or empty
+/// (then only the state moves on, so the schedule's next time is planned).
+///
+/// The caller must have stopped writing to `live` (the writer task closed
+/// it; the own log swaps its handle right after).
+///
+/// # Errors
+/// The rename failed ([`rename_live`]): the file stays live and `state` is
+/// left as it was, so the rotation is still due and the caller decides when
+/// to retry. A failed save is only logged: the rename happened, the state is
+/// right in memory and saved with the next change.
+pub fn rotate_file(
+    live: &Path,
+    state: &Mutex<StateDb>,
+    now: DateTime<Local>,
+) -> io::Result<Option<PathBuf>> {
+    let known = lock(state).get(live).map(|s| s.started);
+    let started = match known {
+        Some(s) => s,
+        None => started_on_disk(live).ok().flatten().unwrap_or(now),
+    };
+    let backup = rename_live(live, started.naive_local())?;
+    let mut db = lock(state);
+    db.set(
+        live,
+        FileState {
+            started: if backup.is_some() { now } else { started },
+            last_rotation: Some(now),
+        },
+    );
+    if let Err(err) = db.save() {
+        warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
+    }
+    Ok(backup)
+}
+
+/// Locks the state, recovering from a poisoned lock (the data is plain).
+pub fn lock(state: &Mutex<StateDb>) -> MutexGuard<'_, StateDb> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The background half of one rotation: what [`spawn_compression`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressJob {
+    /// The live file whose backups are pruned.
+    pub live: PathBuf,
+    /// The backup [`rotate_file`] made.
+    pub backup: PathBuf,
+    /// `(codec, level)`, or `None` when the backup is compressed already
+    /// (`compress_on_write`).
+    pub compress: Option<(Codec, u32)>,
+    /// How many backups of `live` to keep (`backup_count`).
+    pub keep: usize,
+}
+
+/// Runs `job` ([`compress_and_prune`]) on the blocking pool once one of
+/// `permits` is free (the daemon's `compression_jobs`: compressions are
+/// CPU-bound, and every file writer and the own log share the limit), as a
+/// task of `tracker`, which shutdown waits on for a bounded time. Failures
+/// are logged; the backup then stays uncompressed until the next start's
+/// recovery.
+pub fn spawn_compression(job: CompressJob, permits: &Arc<Semaphore>, tracker: &TaskTracker) {
+    let permits = permits.clone();
+    tracker.spawn(async move {
+        // Closed only if the daemon closes it, which it does not.
+        let Ok(_permit) = permits.acquire_owned().await else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            compress_and_prune(&job.live, &job.backup, job.compress, job.keep)
+        })
+        .await;
+        match done {
+            Ok(Ok(done)) => debug!(
+                backup = %done.backup.display(),
+                pruned = done.pruned.len(),
+                "backup compressed"
+            ),
+            Ok(Err(err)) => warn!(cause = %err, "backup compression failed; redone at next start"),
+            Err(err) => warn!(cause = %err, "backup compression task failed"),
+        }
+    });
+}
 
 /// What [`compress_and_prune`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
