@@ -175,9 +175,149 @@ pub fn compress_and_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rotation::backup::list_backups;
-    use chrono::NaiveDate;
+    use crate::rotation::backup::{backup_path, list_backups};
+    use crate::rotation::schedule::Schedule;
+    use chrono::{NaiveDate, TimeDelta, TimeZone};
     use std::fs;
+
+    fn local(d: u32, h: u32, mi: u32, s: u32) -> DateTime<Local> {
+        Local
+            .with_ymd_and_hms(2026, 3, d, h, mi, s)
+            .earliest()
+            .unwrap()
+    }
+
+    /// What is at the live path before a rotation.
+    #[derive(Debug, Clone, Copy)]
+    enum Live {
+        Missing,
+        Empty,
+        Content,
+        Directory,
+    }
+
+    #[test]
+    fn rotate_file_renames_moves_the_state_and_saves() {
+        let known = local(10, 8, 30, 15);
+        let now = local(11, 0, 0, 0);
+        // (what is live, state known before, backup made, started after, Err)
+        let cases = [
+            (Live::Content, true, true, Some(now), false),
+            (Live::Content, false, true, Some(now), false),
+            (Live::Empty, true, false, Some(known), false),
+            (Live::Missing, true, false, Some(known), false),
+            (Live::Missing, false, false, Some(now), false),
+            (Live::Directory, true, false, None, true),
+        ];
+        for (live_kind, state_known, made, started_after, fails) in cases {
+            let case = format!("{live_kind:?}, state known: {state_known}");
+            let dir = tempfile::tempdir().unwrap();
+            let live = dir.path().join("root.log");
+            let state_path = dir.path().join("state.json");
+            match live_kind {
+                Live::Missing => {}
+                Live::Empty => fs::write(&live, b"").unwrap(),
+                Live::Content => fs::write(&live, b"a line\n").unwrap(),
+                Live::Directory => fs::create_dir(&live).unwrap(),
+            }
+            let mut db = StateDb::new(&state_path);
+            if state_known {
+                db.set(&live, FileState::new(known));
+            }
+            let before = db.clone();
+            let state = Mutex::new(db);
+
+            let res = rotate_file(&live, &state, now);
+            let db = state.into_inner().unwrap();
+            if fails {
+                res.expect_err(&case);
+                assert_eq!(db, before, "{case}: a failed rename leaves the state");
+                assert!(!state_path.exists(), "{case}: nothing saved");
+                continue;
+            }
+            let backup = res.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(backup.is_some(), made, "{case}");
+            if let Some(b) = &backup {
+                let named_after = if state_known {
+                    known.naive_local()
+                } else {
+                    // The file's own times: just written.
+                    let stamp = b.file_name().unwrap().to_str().unwrap();
+                    let stamp = backup::parse_stamp(&stamp["root.log.".len()..]).unwrap();
+                    assert!((Local::now().naive_local() - stamp).num_seconds().abs() < 60);
+                    stamp
+                };
+                assert_eq!(*b, backup_path(&live, named_after), "{case}");
+                assert_eq!(fs::read(b).unwrap(), b"a line\n", "{case}");
+                assert!(!live.exists(), "{case}: the live file is gone");
+            }
+            let want = FileState {
+                started: started_after.unwrap(),
+                last_rotation: Some(now),
+            };
+            assert_eq!(db.get(&live), Some(want), "{case}");
+            assert!(!db.unsaved(), "{case}: saved");
+            let saved = StateDb::load(&state_path).unwrap();
+            assert_eq!(saved.get(&live), Some(want), "{case}");
+        }
+    }
+
+    #[test]
+    fn rotate_file_keeps_the_rename_when_the_save_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("root.log");
+        fs::write(&live, b"x\n").unwrap();
+        let state = Mutex::new(StateDb::new(dir.path().join("no/such/dir/state.json")));
+        let now = local(11, 0, 0, 0);
+        let backup = rotate_file(&live, &state, now).unwrap().unwrap();
+        assert_eq!(fs::read(backup).unwrap(), b"x\n");
+        let db = state.into_inner().unwrap();
+        assert_eq!(db.get(&live).unwrap().last_rotation, Some(now));
+        assert!(db.unsaved(), "saved with the next change");
+    }
+
+    #[test]
+    fn due_is_the_next_time_after_the_later_of_start_and_last_rotation() {
+        let daily = Schedule::parse("daily").unwrap();
+        let minute = Schedule::parse("* * * * *").unwrap();
+        let size = Schedule::parse("size").unwrap();
+        // (schedule, started, last_rotation, due)
+        let cases = [
+            (&daily, local(10, 8, 0, 0), None, Some(local(11, 0, 0, 0))),
+            (&daily, local(10, 8, 0, 0), Some(local(10, 9, 0, 0)), Some(local(11, 0, 0, 0))),
+            // Rotated at midnight: the next is the following midnight.
+            (&daily, local(11, 0, 0, 0), Some(local(11, 0, 0, 0)), Some(local(12, 0, 0, 0))),
+            // Last rotation before the start (a rebuilt state): from the start.
+            (&daily, local(12, 8, 0, 0), Some(local(10, 9, 0, 0)), Some(local(13, 0, 0, 0))),
+            // Rotated with nothing to rename (start kept): from the rotation.
+            (&minute, local(10, 8, 0, 50), Some(local(10, 8, 1, 0)), Some(local(10, 8, 2, 0))),
+            (&minute, local(10, 8, 0, 50), None, Some(local(10, 8, 1, 0))),
+            (&size, local(10, 8, 0, 0), None, None),
+        ];
+        for (schedule, started, last_rotation, due) in cases {
+            let st = FileState {
+                started,
+                last_rotation,
+            };
+            assert_eq!(st.due(schedule), due, "{schedule} {st:?}");
+        }
+    }
+
+    #[test]
+    fn sleep_before_is_capped_at_the_replan_interval() {
+        let now = local(10, 8, 0, 0);
+        let secs = |s| TimeDelta::seconds(s);
+        let cases = [
+            (None, REPLAN_INTERVAL),
+            (Some(now + secs(10)), Duration::from_secs(10)),
+            (Some(now + secs(3600)), REPLAN_INTERVAL),
+            (Some(now), Duration::ZERO),
+            (Some(now - secs(5)), Duration::ZERO),
+        ];
+        for (due, want) in cases {
+            assert_eq!(sleep_before(due, now), want, "{due:?}");
+        }
+    }
 
     #[test]
     fn full_rotation_sequence_keeps_newest_and_content() {
