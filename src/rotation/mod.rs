@@ -284,13 +284,33 @@ mod tests {
         // (schedule, started, last_rotation, due)
         let cases = [
             (&daily, local(10, 8, 0, 0), None, Some(local(11, 0, 0, 0))),
-            (&daily, local(10, 8, 0, 0), Some(local(10, 9, 0, 0)), Some(local(11, 0, 0, 0))),
+            (
+                &daily,
+                local(10, 8, 0, 0),
+                Some(local(10, 9, 0, 0)),
+                Some(local(11, 0, 0, 0)),
+            ),
             // Rotated at midnight: the next is the following midnight.
-            (&daily, local(11, 0, 0, 0), Some(local(11, 0, 0, 0)), Some(local(12, 0, 0, 0))),
+            (
+                &daily,
+                local(11, 0, 0, 0),
+                Some(local(11, 0, 0, 0)),
+                Some(local(12, 0, 0, 0)),
+            ),
             // Last rotation before the start (a rebuilt state): from the start.
-            (&daily, local(12, 8, 0, 0), Some(local(10, 9, 0, 0)), Some(local(13, 0, 0, 0))),
+            (
+                &daily,
+                local(12, 8, 0, 0),
+                Some(local(10, 9, 0, 0)),
+                Some(local(13, 0, 0, 0)),
+            ),
             // Rotated with nothing to rename (start kept): from the rotation.
-            (&minute, local(10, 8, 0, 50), Some(local(10, 8, 1, 0)), Some(local(10, 8, 2, 0))),
+            (
+                &minute,
+                local(10, 8, 0, 50),
+                Some(local(10, 8, 1, 0)),
+                Some(local(10, 8, 2, 0)),
+            ),
             (&minute, local(10, 8, 0, 50), None, Some(local(10, 8, 1, 0))),
             (&size, local(10, 8, 0, 0), None, None),
         ];

@@ -47,7 +47,9 @@ impl FileState {
     /// started later (a rename failed, or the state was rebuilt). `None` for
     /// `rotate = size`. The one due-time rule for every rotating file.
     pub fn due(&self, schedule: &Schedule) -> Option<DateTime<Local>> {
-        let base = self.last_rotation.map_or(self.started, |last| last.max(self.started));
+        let base = self
+            .last_rotation
+            .map_or(self.started, |last| last.max(self.started));
         schedule.next_after(&base)
     }
 

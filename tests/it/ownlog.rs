@@ -122,9 +122,13 @@ async fn own_log_rotates_every_cron_minute_under_paused_time() {
         let before = (boundary - TimeDelta::seconds(1) - now).to_std().unwrap();
         tokio::time::advance(before).await;
         let (sf, l) = (state_file.clone(), log.clone());
-        advance_until(Duration::from_millis(100), Duration::from_secs(5), move || {
-            file_state(&sf, &l).is_some_and(|(_, last)| last.is_some_and(|t| t >= boundary))
-        })
+        advance_until(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            move || {
+                file_state(&sf, &l).is_some_and(|(_, last)| last.is_some_and(|t| t >= boundary))
+            },
+        )
         .await;
         let (started, last) = file_state(&state_file, &log).unwrap();
         let last = last.unwrap();
@@ -140,7 +144,9 @@ async fn own_log_rotates_every_cron_minute_under_paused_time() {
         let newest = backups.last().unwrap();
         assert_eq!(
             newest.stamp,
-            stamps[stamps.len() - 2].format("%Y-%m-%d-%H-%M-%S-%6f").to_string(),
+            stamps[stamps.len() - 2]
+                .format("%Y-%m-%d-%H-%M-%S-%6f")
+                .to_string(),
             "minute {minute}: named after the file's start"
         );
         assert_eq!(
@@ -225,7 +231,11 @@ async fn own_log_rotation_failure_retries_with_exponential_backoff() {
         blocking(move || {
             let t0 = Instant::now();
             while c.lines(failed).len() < k + 1 {
-                assert!(t0.elapsed() < DEADLINE, "attempt {k} never failed:\n{}", c.text());
+                assert!(
+                    t0.elapsed() < DEADLINE,
+                    "attempt {k} never failed:\n{}",
+                    c.text()
+                );
                 std::thread::sleep(Duration::from_millis(1));
             }
         })
@@ -236,7 +246,8 @@ async fn own_log_rotation_failure_retries_with_exponential_backoff() {
         assert_eq!(lines.len(), k + 1, "{lines:#?}");
         let wait = Duration::from_secs(1 << k);
         assert!(
-            lines[k].contains(&format!("retry_in={wait:?}")) && lines[k].contains("not a regular file"),
+            lines[k].contains(&format!("retry_in={wait:?}"))
+                && lines[k].contains("not a regular file"),
             "attempt {k}: {}",
             lines[k]
         );
@@ -264,6 +275,16 @@ async fn own_log_rotation_failure_retries_with_exponential_backoff() {
         b"written after the fix\n"
     );
     d.stop().await;
-    assert_eq!(captured.lines(failed).len(), attempts, "{}", captured.text());
-    assert_eq!(captured.lines("daemon log rotated").len(), 1, "{}", captured.text());
+    assert_eq!(
+        captured.lines(failed).len(),
+        attempts,
+        "{}",
+        captured.text()
+    );
+    assert_eq!(
+        captured.lines("daemon log rotated").len(),
+        1,
+        "{}",
+        captured.text()
+    );
 }

@@ -486,9 +486,11 @@ async fn every_minute_cron_rotates_at_the_minute_boundary_without_messages() {
     // rotates a step after the boundary instead, within the slack below.
     tokio::time::advance(Duration::from_millis(9_500)).await;
     let (sf, l) = (state_file.clone(), live.clone());
-    advance_until(Duration::from_millis(100), Duration::from_secs(20), move || {
-        file_state(&sf, &l).is_some_and(|(_, last)| last.is_some())
-    })
+    advance_until(
+        Duration::from_millis(100),
+        Duration::from_secs(20),
+        move || file_state(&sf, &l).is_some_and(|(_, last)| last.is_some()),
+    )
     .await;
     let backup = blocking({
         let l = live.clone();
@@ -502,7 +504,10 @@ async fn every_minute_cron_rotates_at_the_minute_boundary_without_messages() {
     );
     // Named after the start of the file (its first write, when no virtual
     // time had passed), not the rotation.
-    assert_eq!(backup.stamp, start.format("%Y-%m-%d-%H-%M-%S-%6f").to_string());
+    assert_eq!(
+        backup.stamp,
+        start.format("%Y-%m-%d-%H-%M-%S-%6f").to_string()
+    );
     // Rotated at the first minute boundary after the start: not before it,
     // and within the stepping's slack after it.
     let (started, last) = file_state(&state_file, &live).unwrap();
@@ -518,9 +523,11 @@ async fn every_minute_cron_rotates_at_the_minute_boundary_without_messages() {
     let (sf, l) = (state_file.clone(), live.clone());
     let next = boundary + TimeDelta::minutes(1);
     tokio::time::advance(Duration::from_secs(59)).await;
-    advance_until(Duration::from_millis(100), Duration::from_secs(20), move || {
-        file_state(&sf, &l).is_some_and(|(_, last)| last.is_some_and(|t| t >= next))
-    })
+    advance_until(
+        Duration::from_millis(100),
+        Duration::from_secs(20),
+        move || file_state(&sf, &l).is_some_and(|(_, last)| last.is_some_and(|t| t >= next)),
+    )
     .await;
     d.stop().await;
     let (started_after, _) = file_state(&state_file, &live).unwrap();
@@ -830,9 +837,11 @@ impl Paused {
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         let done = self.done.clone();
-        advance_until(Duration::from_millis(10), Duration::from_secs(60), move || {
-            done.load(Ordering::SeqCst)
-        })
+        advance_until(
+            Duration::from_millis(10),
+            Duration::from_secs(60),
+            move || done.load(Ordering::SeqCst),
+        )
         .await;
         match self.task.await {
             Ok(Ok(())) => {}
