@@ -268,6 +268,16 @@ impl Control {
         self.clock = clock;
         self
     }
+
+    /// Rotates `path` as the daemon's own log per `[log] when` and
+    /// `backup_count` (tests: the binary passes the sink tracing writes to).
+    ///
+    /// # Errors
+    /// The file cannot be created or opened.
+    pub fn with_own_log(mut self, path: &Path) -> std::io::Result<Control> {
+        self.log_sink = Some(crate::logging::LogSink::open(path)?);
+        Ok(self)
+    }
 }
 
 /// Runs the daemon on already-bound `listeners` until `shutdown` resolves,
@@ -344,14 +354,17 @@ pub async fn run(
         Err(err) => warn!(cause = %err, "cannot list backups left by a crash"),
     }
     if let Some(sink) = log_sink {
-        tokio::spawn(crate::logging::rotate_loop(
+        let own_log = crate::logging::OwnLog {
             sink,
-            config.log.when.clone(),
-            config.log.backup_count,
-            config.compressor.clone(),
-            state.clone(),
-            token.clone(),
-        ));
+            when: config.log.when.clone(),
+            backup_count: config.log.backup_count,
+            compress: (config.compressor.format, config.compressor.level),
+            state: state.clone(),
+            compressions: compressions.clone(),
+            compress_tracker: compress_tracker.clone(),
+            clock: clock.clone(),
+        };
+        tokio::spawn(own_log.rotate_loop(token.clone()));
     }
     let scheduler = tokio::spawn(scheduler::run(writers.clone(), fac_rx, token.clone()));
     input::run(

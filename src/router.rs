@@ -447,24 +447,22 @@ impl RouterCtx {
     pub(crate) fn for_test(facilities: FacilityDb) -> Arc<RouterCtx> {
         use crate::output::file::{WriterCtx, Writers};
         let stats = Arc::new(Stats::default());
-        let writers = Writers::new(
-            std::path::PathBuf::from("/nonexistent/loghogd-test-logdir"),
-            WriterCtx {
-                stats: stats.clone(),
-                limiter: RateLimit::new(10, Duration::from_secs(10)),
-                compressor: crate::config::CompressorSection {
-                    format: Default::default(),
-                    level: 6,
-                    compress_on_write: false,
-                },
-                tracker: Default::default(),
-                state: Default::default(),
-                compressions: Arc::new(tokio::sync::Semaphore::new(1)),
-                compress_tracker: Default::default(),
-                new_file: Default::default(),
-                clock: Default::default(),
+        let writers = Writers::new(WriterCtx {
+            logdir: std::path::PathBuf::from("/nonexistent/loghogd-test-logdir"),
+            stats: stats.clone(),
+            limiter: RateLimit::new(10, Duration::from_secs(10)),
+            compressor: crate::config::CompressorSection {
+                format: Default::default(),
+                level: 6,
+                compress_on_write: false,
             },
-        );
+            tracker: Default::default(),
+            state: Default::default(),
+            compressions: Arc::new(tokio::sync::Semaphore::new(1)),
+            compress_tracker: Default::default(),
+            new_file: Default::default(),
+            clock: Default::default(),
+        });
         writers.close();
         // The sender may go: a dropped sender reads as "never reloaded".
         let (_, facilities) = watch::channel(Arc::new(facilities));

@@ -1,8 +1,13 @@
 //! Rotation (SPEC §5): schedules ([`schedule`]), backup naming and retention
 //! ([`backup`]), the per-file rotation times kept in `workdir` ([`state`]) and
-//! start-up crash recovery ([`recover`](mod@recover)). The file operations are blocking:
-//! the writer runs them on the blocking pool, off the async workers. A
-//! rotation is [`rename_live`], a [`StateDb`] update, then [`compress_and_prune`].
+//! start-up crash recovery ([`recover`](mod@recover)). A leaf: it imports
+//! nothing above it (only `compress`), and both the file writers and the
+//! daemon's own log rotate through it.
+//!
+//! A rotation is one transaction, [`rotate_file`] (rename, new
+//! [`FileState`], save), then one background job, [`spawn_compression`]
+//! (compress and prune, bounded by the daemon's `compression_jobs`). The file
+//! operations are blocking: callers run them on the blocking pool.
 
 pub mod backup;
 pub mod recover;
@@ -14,8 +19,120 @@ pub use state::{started_on_disk, FileState, StateDb};
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
 use crate::compress::{self, Codec};
+
+/// Whoever sleeps towards a rotation re-plans at least this often, so a
+/// wall-clock jump (NTP, suspend) or a changed state is noticed even while
+/// waiting for a far rotation: the file scheduler and the own-log loop.
+pub const REPLAN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long to sleep at `now` towards `due` (`None`: nothing scheduled):
+/// until `due`, but at most [`REPLAN_INTERVAL`]; zero when `due` has passed.
+pub fn sleep_before(due: Option<DateTime<Local>>, now: DateTime<Local>) -> Duration {
+    match due {
+        Some(due) => (due - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(REPLAN_INTERVAL),
+        None => REPLAN_INTERVAL,
+    }
+}
+
+/// The rotation transaction for the live file `live` at `now`, blocking:
+/// renames it to a backup named after when it was started (from `state`,
+/// else the file's own times, else `now`), records the new [`FileState`]
+/// (started `now` when a backup was made, last rotated `now`) and saves the
+/// state. Returns the backup, or `None` when the file was missing or empty
+/// (then only the state moves on, so the schedule's next time is planned).
+///
+/// The caller must have stopped writing to `live` (the writer task closed
+/// it; the own log swaps its handle right after).
+///
+/// # Errors
+/// The rename failed ([`rename_live`]): the file stays live and `state` is
+/// left as it was, so the rotation is still due and the caller decides when
+/// to retry. A failed save is only logged: the rename happened, the state is
+/// right in memory and saved with the next change.
+pub fn rotate_file(
+    live: &Path,
+    state: &Mutex<StateDb>,
+    now: DateTime<Local>,
+) -> io::Result<Option<PathBuf>> {
+    let known = lock(state).get(live).map(|s| s.started);
+    let started = match known {
+        Some(s) => s,
+        None => started_on_disk(live).ok().flatten().unwrap_or(now),
+    };
+    let backup = rename_live(live, started.naive_local())?;
+    let mut db = lock(state);
+    db.set(
+        live,
+        FileState {
+            started: if backup.is_some() { now } else { started },
+            last_rotation: Some(now),
+        },
+    );
+    if let Err(err) = db.save() {
+        warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
+    }
+    Ok(backup)
+}
+
+/// Locks the state, recovering from a poisoned lock (the data is plain).
+pub fn lock(state: &Mutex<StateDb>) -> MutexGuard<'_, StateDb> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The background half of one rotation: what [`spawn_compression`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressJob {
+    /// The live file whose backups are pruned.
+    pub live: PathBuf,
+    /// The backup [`rotate_file`] made.
+    pub backup: PathBuf,
+    /// `(codec, level)`, or `None` when the backup is compressed already
+    /// (`compress_on_write`).
+    pub compress: Option<(Codec, u32)>,
+    /// How many backups of `live` to keep (`backup_count`).
+    pub keep: usize,
+}
+
+/// Runs `job` ([`compress_and_prune`]) on the blocking pool once one of
+/// `permits` is free (the daemon's `compression_jobs`: compressions are
+/// CPU-bound, and every file writer and the own log share the limit), as a
+/// task of `tracker`, which shutdown waits on for a bounded time. Failures
+/// are logged; the backup then stays uncompressed until the next start's
+/// recovery.
+pub fn spawn_compression(job: CompressJob, permits: &Arc<Semaphore>, tracker: &TaskTracker) {
+    let permits = permits.clone();
+    tracker.spawn(async move {
+        // Closed only if the daemon closes it, which it does not.
+        let Ok(_permit) = permits.acquire_owned().await else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            compress_and_prune(&job.live, &job.backup, job.compress, job.keep)
+        })
+        .await;
+        match done {
+            Ok(Ok(done)) => debug!(
+                backup = %done.backup.display(),
+                pruned = done.pruned.len(),
+                "backup compressed"
+            ),
+            Ok(Err(err)) => warn!(cause = %err, "backup compression failed; redone at next start"),
+            Err(err) => warn!(cause = %err, "backup compression task failed"),
+        }
+    });
+}
 
 /// What [`compress_and_prune`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +175,169 @@ pub fn compress_and_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rotation::backup::list_backups;
-    use chrono::NaiveDate;
+    use crate::rotation::backup::{backup_path, list_backups};
+    use crate::rotation::schedule::Schedule;
+    use chrono::{NaiveDate, TimeDelta, TimeZone};
     use std::fs;
+
+    fn local(d: u32, h: u32, mi: u32, s: u32) -> DateTime<Local> {
+        Local
+            .with_ymd_and_hms(2026, 3, d, h, mi, s)
+            .earliest()
+            .unwrap()
+    }
+
+    /// What is at the live path before a rotation.
+    #[derive(Debug, Clone, Copy)]
+    enum Live {
+        Missing,
+        Empty,
+        Content,
+        Directory,
+    }
+
+    #[test]
+    fn rotate_file_renames_moves_the_state_and_saves() {
+        let known = local(10, 8, 30, 15);
+        let now = local(11, 0, 0, 0);
+        // (what is live, state known before, backup made, started after, Err)
+        let cases = [
+            (Live::Content, true, true, Some(now), false),
+            (Live::Content, false, true, Some(now), false),
+            (Live::Empty, true, false, Some(known), false),
+            (Live::Missing, true, false, Some(known), false),
+            (Live::Missing, false, false, Some(now), false),
+            (Live::Directory, true, false, None, true),
+        ];
+        for (live_kind, state_known, made, started_after, fails) in cases {
+            let case = format!("{live_kind:?}, state known: {state_known}");
+            let dir = tempfile::tempdir().unwrap();
+            let live = dir.path().join("root.log");
+            let state_path = dir.path().join("state.json");
+            match live_kind {
+                Live::Missing => {}
+                Live::Empty => fs::write(&live, b"").unwrap(),
+                Live::Content => fs::write(&live, b"a line\n").unwrap(),
+                Live::Directory => fs::create_dir(&live).unwrap(),
+            }
+            let mut db = StateDb::new(&state_path);
+            if state_known {
+                db.set(&live, FileState::new(known));
+            }
+            let before = db.clone();
+            let state = Mutex::new(db);
+
+            let res = rotate_file(&live, &state, now);
+            let db = state.into_inner().unwrap();
+            if fails {
+                res.expect_err(&case);
+                assert_eq!(db, before, "{case}: a failed rename leaves the state");
+                assert!(!state_path.exists(), "{case}: nothing saved");
+                continue;
+            }
+            let backup = res.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(backup.is_some(), made, "{case}");
+            if let Some(b) = &backup {
+                let named_after = if state_known {
+                    known.naive_local()
+                } else {
+                    // The file's own times: just written.
+                    let stamp = b.file_name().unwrap().to_str().unwrap();
+                    let stamp = backup::parse_stamp(&stamp["root.log.".len()..]).unwrap();
+                    assert!((Local::now().naive_local() - stamp).num_seconds().abs() < 60);
+                    stamp
+                };
+                assert_eq!(*b, backup_path(&live, named_after), "{case}");
+                assert_eq!(fs::read(b).unwrap(), b"a line\n", "{case}");
+                assert!(!live.exists(), "{case}: the live file is gone");
+            }
+            let want = FileState {
+                started: started_after.unwrap(),
+                last_rotation: Some(now),
+            };
+            assert_eq!(db.get(&live), Some(want), "{case}");
+            assert!(!db.unsaved(), "{case}: saved");
+            let saved = StateDb::load(&state_path).unwrap();
+            assert_eq!(saved.get(&live), Some(want), "{case}");
+        }
+    }
+
+    #[test]
+    fn rotate_file_keeps_the_rename_when_the_save_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("root.log");
+        fs::write(&live, b"x\n").unwrap();
+        let state = Mutex::new(StateDb::new(dir.path().join("no/such/dir/state.json")));
+        let now = local(11, 0, 0, 0);
+        let backup = rotate_file(&live, &state, now).unwrap().unwrap();
+        assert_eq!(fs::read(backup).unwrap(), b"x\n");
+        let db = state.into_inner().unwrap();
+        assert_eq!(db.get(&live).unwrap().last_rotation, Some(now));
+        assert!(db.unsaved(), "saved with the next change");
+    }
+
+    #[test]
+    fn due_is_the_next_time_after_the_later_of_start_and_last_rotation() {
+        let daily = Schedule::parse("daily").unwrap();
+        let minute = Schedule::parse("* * * * *").unwrap();
+        let size = Schedule::parse("size").unwrap();
+        // (schedule, started, last_rotation, due)
+        let cases = [
+            (&daily, local(10, 8, 0, 0), None, Some(local(11, 0, 0, 0))),
+            (
+                &daily,
+                local(10, 8, 0, 0),
+                Some(local(10, 9, 0, 0)),
+                Some(local(11, 0, 0, 0)),
+            ),
+            // Rotated at midnight: the next is the following midnight.
+            (
+                &daily,
+                local(11, 0, 0, 0),
+                Some(local(11, 0, 0, 0)),
+                Some(local(12, 0, 0, 0)),
+            ),
+            // Last rotation before the start (a rebuilt state): from the start.
+            (
+                &daily,
+                local(12, 8, 0, 0),
+                Some(local(10, 9, 0, 0)),
+                Some(local(13, 0, 0, 0)),
+            ),
+            // Rotated with nothing to rename (start kept): from the rotation.
+            (
+                &minute,
+                local(10, 8, 0, 50),
+                Some(local(10, 8, 1, 0)),
+                Some(local(10, 8, 2, 0)),
+            ),
+            (&minute, local(10, 8, 0, 50), None, Some(local(10, 8, 1, 0))),
+            (&size, local(10, 8, 0, 0), None, None),
+        ];
+        for (schedule, started, last_rotation, due) in cases {
+            let st = FileState {
+                started,
+                last_rotation,
+            };
+            assert_eq!(st.due(schedule), due, "{schedule} {st:?}");
+        }
+    }
+
+    #[test]
+    fn sleep_before_is_capped_at_the_replan_interval() {
+        let now = local(10, 8, 0, 0);
+        let secs = |s| TimeDelta::seconds(s);
+        let cases = [
+            (None, REPLAN_INTERVAL),
+            (Some(now + secs(10)), Duration::from_secs(10)),
+            (Some(now + secs(3600)), REPLAN_INTERVAL),
+            (Some(now), Duration::ZERO),
+            (Some(now - secs(5)), Duration::ZERO),
+        ];
+        for (due, want) in cases {
+            assert_eq!(sleep_before(due, now), want, "{due:?}");
+        }
+    }
 
     #[test]
     fn full_rotation_sequence_keeps_newest_and_content() {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Local, SecondsFormat, SubsecRound};
 use serde::{Deserialize, Serialize};
 
 use crate::compress::{append_ext, ctx, parent_dir, sync_dir};
+use crate::rotation::schedule::Schedule;
 
 /// Format version written to the file; a file with another version is
 /// treated like a corrupt one (ignored with a warning).
@@ -39,6 +40,17 @@ impl FileState {
             last_rotation: None,
         }
         .truncated()
+    }
+
+    /// When `schedule` next rotates this file: its first time after the
+    /// last rotation, or after the start when the file never rotated or was
+    /// started later (a rename failed, or the state was rebuilt). `None` for
+    /// `rotate = size`. The one due-time rule for every rotating file.
+    pub fn due(&self, schedule: &Schedule) -> Option<DateTime<Local>> {
+        let base = self
+            .last_rotation
+            .map_or(self.started, |last| last.max(self.started));
+        schedule.next_after(&base)
     }
 
     fn truncated(self) -> FileState {

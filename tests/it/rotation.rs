@@ -1,8 +1,10 @@
-//! Rotation, compression and retention (issue 3, SPEC §5) through the real
-//! binary, real sockets and real files: exactly-once across many size
-//! rotations in every format, retention, scheduled rotation without
-//! messages, crash recovery, `--check-config` next times, SIGHUP under
-//! rotation load and invalid rotate expressions.
+//! Rotation, compression and retention (issue 3, SPEC §5) through real
+//! sockets and real files: exactly-once across many size rotations in every
+//! format, retention, scheduled rotation without messages, crash recovery,
+//! `--check-config` next times, SIGHUP under rotation load and invalid rotate
+//! expressions, against the real binary; cron-minute rotations against an
+//! in-process daemon under paused time ([`Paused`]), so they take no real
+//! minute.
 //!
 //! Waits poll the log directory until it has settled (every line accounted
 //! for, no uncompressed backup and no `.tmp` left) under a deadline; negative
@@ -13,9 +15,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, Local, NaiveDateTime, TimeDelta, Timelike, Weekday};
+use chrono::{DateTime, Datelike, Local, NaiveDateTime, TimeDelta, TimeZone, Timelike, Weekday};
+use loghogd::clock::Clock;
 
 use crate::util::*;
 
@@ -85,17 +90,17 @@ fn paced(addr: SocketAddr, app: &'static str, conns: usize, per_conn: usize, sli
 
 /// A rotated file of a live file, as the test sees it in the app dir.
 #[derive(Debug, Clone)]
-struct BackupFile {
-    path: PathBuf,
+pub(crate) struct BackupFile {
+    pub(crate) path: PathBuf,
     /// `YYYY-MM-DD-HH-MM-SS-ffffff` as written in the name.
-    stamp: String,
+    pub(crate) stamp: String,
     /// `""`, `.xz`, `.gz`, `.bz2`, optionally followed by `.tmp`.
-    suffix: String,
+    pub(crate) suffix: String,
 }
 
 /// Every `{live}.{stamp}{suffix}` next to `live`, oldest first. Parsed here
 /// rather than with the daemon's own parser, so a naming bug cannot hide.
-fn backups_of(live: &Path) -> Vec<BackupFile> {
+pub(crate) fn backups_of(live: &Path) -> Vec<BackupFile> {
     let dir = live.parent().unwrap();
     let prefix = format!("{}.", live.file_name().unwrap().to_str().unwrap());
     let mut out = Vec::new();
@@ -461,59 +466,74 @@ fn overdue_daily_rotation_happens_at_start_without_messages() {
     );
 }
 
-#[test]
-fn every_minute_cron_rotates_at_the_minute_boundary_without_messages() {
-    let setup = Setup::new()
-        .facilities("[app]\nrotate = * * * * *\nbackup_count = 5\n")
-        .conf_extra(DEBUG_LOG);
-    let mut d = Daemon::start(&setup);
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_minute_cron_rotates_at_the_minute_boundary_without_messages() {
+    // Ten (virtual) seconds before a minute boundary.
+    let start = local(2026, 3, 10, 12, 0, 50);
+    let boundary = local(2026, 3, 10, 12, 1, 0);
+    let setup = Setup::new().facilities("[app]\nrotate = * * * * *\nbackup_count = 5\n");
+    let d = Paused::start(&setup, start, None);
     let live = setup.log("app/root.log");
-    send_tcp(d.tcp_addr(), &simple("app", "before the minute"));
-    let lines = wait_for_lines(&live, 1, DEADLINE);
-    let sent_at =
-        NaiveDateTime::parse_from_str(&parse_line(&lines[0]).0, "%Y-%m-%d %H:%M:%S%.6f").unwrap();
-    // Up to a minute plus slack, and not a single message more.
-    let start = Instant::now();
-    let backup = loop {
-        let b = backups_of(&live);
-        if let Some(b) = b.iter().find(|b| b.suffix == ".xz") {
-            break b.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(75),
-            "no rotation within 75 s: {b:?}\n{}",
-            d.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (addr, l) = (d.tcp_addr(), live.clone());
+    let lines = blocking(move || {
+        send_tcp(addr, &simple("app", "before the minute"));
+        wait_for_lines(&l, 1, DEADLINE)
+    })
+    .await;
+    let state_file = setup.root().join("lib/rotation-state.json");
+    // Close to the boundary in one jump, then in steps across it. Should the
+    // scheduler only plan after the jump (its settle timer started late), it
+    // rotates a step after the boundary instead, within the slack below.
+    tokio::time::advance(Duration::from_millis(9_500)).await;
+    let (sf, l) = (state_file.clone(), live.clone());
+    advance_until(
+        Duration::from_millis(100),
+        Duration::from_secs(20),
+        move || file_state(&sf, &l).is_some_and(|(_, last)| last.is_some()),
+    )
+    .await;
+    let backup = blocking({
+        let l = live.clone();
+        move || wait_for_backups(&l, ".xz", 1)
+    })
+    .await
+    .remove(0);
     assert_eq!(
         loghogd::compress::decompress_to_vec(&backup.path).unwrap(),
-        lines[0]
-            .as_bytes()
-            .iter()
-            .chain(b"\n")
-            .copied()
-            .collect::<Vec<u8>>()
+        format!("{}\n", lines[0]).as_bytes()
     );
-    // Named after the start of the file (its first write), not the rotation.
-    let stamp = NaiveDateTime::parse_from_str(&backup.stamp, "%Y-%m-%d-%H-%M-%S-%6f").unwrap();
-    assert!(
-        (stamp - sent_at).num_milliseconds().abs() < 2000,
-        "stamp {stamp} vs first line {sent_at}"
+    // Named after the start of the file (its first write, when no virtual
+    // time had passed), not the rotation.
+    assert_eq!(
+        backup.stamp,
+        start.format("%Y-%m-%d-%H-%M-%S-%6f").to_string()
     );
-    // Rotated right after the first minute boundary following the start.
-    let st = &state_json(&setup)["files"][live.to_str().unwrap()];
-    let last = rfc3339(&st["last_rotation"]).naive_local();
-    let boundary = (sent_at + TimeDelta::minutes(1))
-        .with_second(0)
-        .unwrap()
-        .with_nanosecond(0)
-        .unwrap();
+    // Rotated at the first minute boundary after the start: not before it,
+    // and within the stepping's slack after it.
+    let (started, last) = file_state(&state_file, &live).unwrap();
+    let last = last.unwrap();
     assert!(
-        last >= boundary && last < boundary + TimeDelta::seconds(5),
+        last >= boundary && last < boundary + TimeDelta::seconds(2),
         "last_rotation {last}, boundary {boundary}"
     );
-    d.stop();
+    assert_eq!(started, last, "the next file starts at the rotation");
+    assert!(!live.exists(), "no message: no new live file");
+
+    // The next minute finds no file: only the state moves on.
+    let (sf, l) = (state_file.clone(), live.clone());
+    let next = boundary + TimeDelta::minutes(1);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    advance_until(
+        Duration::from_millis(100),
+        Duration::from_secs(20),
+        move || file_state(&sf, &l).is_some_and(|(_, last)| last.is_some_and(|t| t >= next)),
+    )
+    .await;
+    d.stop().await;
+    let (started_after, _) = file_state(&state_file, &live).unwrap();
+    assert_eq!(started_after, started, "nothing renamed: the start stays");
+    assert_eq!(backups_of(&live).len(), 1, "{:?}", log_files(&setup));
+    assert!(!live.exists());
 }
 
 #[test]
@@ -741,4 +761,177 @@ fn size_limit_counts_what_an_earlier_run_wrote() {
         "backup of {} bytes for max_size {max_size}",
         s.backups[0].1.len()
     );
+}
+
+// === paused time: daemon::run in this test's runtime ===
+//
+// tokio auto-advances a paused clock whenever the runtime would park with a
+// timer pending, but not while a `spawn_blocking` task runs (tokio 1.54
+// inhibits auto-advance on a current-thread runtime for as long as one is
+// running). So every wait here is a poll on the blocking pool ([`blocking`]):
+// virtual time stands still while the daemon's tasks run on the test's
+// thread and the test watches files, and it moves only in explicit
+// [`advance_until`] steps.
+
+/// Real time one [`advance_until`] step gives the daemon to react.
+const STEP_WINDOW: Duration = Duration::from_millis(20);
+
+/// `daemon::run` on the test's own paused current-thread runtime (a
+/// `#[tokio::test(flavor = "current_thread", start_paused = true)]`), its
+/// rotation reading a clock that starts at a chosen local time and moves
+/// with tokio's.
+pub(crate) struct Paused {
+    /// Every bound listener: (transport, address).
+    addrs: Vec<(&'static str, SocketAddr)>,
+    /// Resolves the daemon's shutdown future.
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// Set when `run` returned (readable from a blocking poll).
+    done: Arc<AtomicBool>,
+    /// The daemon task; yields what `run` returned.
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Paused {
+    /// Writes and loads the config, binds, and spawns the daemon with
+    /// `Clock::following_tokio(start)`; with `own_log`, that file is rotated
+    /// as the daemon's own log. Call inside the paused runtime.
+    pub(crate) fn start(setup: &Setup, start: DateTime<Local>, own_log: Option<&Path>) -> Paused {
+        let (config, facilities, listeners) = load_and_bind(setup, |_| {});
+        let addrs = listeners.addrs();
+        let (_remote, control) = loghogd::daemon::control();
+        let mut control = control.with_clock(Clock::following_tokio(start));
+        if let Some(path) = own_log {
+            control = control.with_own_log(path).expect("open the own log");
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let res = loghogd::daemon::run(config, facilities, listeners, control, shutdown).await;
+            flag.store(true, Ordering::SeqCst);
+            res.map_err(|e| format!("{e:#}"))
+        });
+        Paused {
+            addrs,
+            stop,
+            done,
+            task,
+        }
+    }
+
+    /// The (first) plain TCP listener.
+    pub(crate) fn tcp_addr(&self) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(t, _)| *t == "tcp")
+            .map(|(_, a)| *a)
+            .expect("a tcp listener")
+    }
+
+    /// Stops as SIGTERM does and checks that `run` returned `Ok`. Virtual
+    /// time moves in small steps meanwhile: the stop itself waits on timers
+    /// (the listeners' last look at their accept queues).
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let done = self.done.clone();
+        advance_until(
+            Duration::from_millis(10),
+            Duration::from_secs(60),
+            move || done.load(Ordering::SeqCst),
+        )
+        .await;
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("daemon::run failed: {e}"),
+            Err(e) => panic!("the daemon task failed: {e}"),
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool: virtual time stands still meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking test step panicked")
+}
+
+/// Moves virtual time forward in `step`s until `cond` holds, giving the
+/// daemon [`STEP_WINDOW`] of real time at each instant; panics once `limit`
+/// of virtual time has passed.
+pub(crate) async fn advance_until(
+    step: Duration,
+    limit: Duration,
+    cond: impl Fn() -> bool + Send + Sync + 'static,
+) {
+    let cond = Arc::new(cond);
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        let c = cond.clone();
+        let met = blocking(move || {
+            let start = Instant::now();
+            loop {
+                if c() {
+                    return true;
+                }
+                if start.elapsed() >= STEP_WINDOW {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .await;
+        if met {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "condition not met within {limit:?} of virtual time"
+        );
+        tokio::time::advance(step).await;
+    }
+}
+
+/// A local time (the earliest, should it be ambiguous).
+pub(crate) fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Local> {
+    Local
+        .with_ymd_and_hms(y, mo, d, h, mi, s)
+        .earliest()
+        .expect("a valid local time")
+}
+
+/// `(started, last_rotation)` of `live` in the saved state, if it is there
+/// (`None` too while the state file is missing or being replaced).
+pub(crate) fn file_state(
+    state_file: &Path,
+    live: &Path,
+) -> Option<(DateTime<Local>, Option<DateTime<Local>>)> {
+    let text = std::fs::read_to_string(state_file).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let st = &json["files"][live.to_str()?];
+    let parse = |v: &serde_json::Value| {
+        DateTime::parse_from_rfc3339(v.as_str()?)
+            .ok()
+            .map(|t| t.with_timezone(&Local))
+    };
+    Some((parse(&st["started"])?, parse(&st["last_rotation"])))
+}
+
+/// Polls (real time) until `live` has `n` backups, all with `suffix`.
+pub(crate) fn wait_for_backups(live: &Path, suffix: &str, n: usize) -> Vec<BackupFile> {
+    let start = Instant::now();
+    loop {
+        let b = backups_of(live);
+        if b.len() == n && b.iter().all(|b| b.suffix == suffix) {
+            return b;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "want {n} {suffix} backups of {}, have {b:#?}",
+            live.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -3,9 +3,11 @@
 //! rotate on time even when no message arrives (the old daemon only rotated
 //! on the next write).
 //!
-//! Due times come from the state in `workdir`: a schedule fires when its next
-//! time after the file's last rotation (or its start) has passed, so a
-//! restart neither skips nor repeats a rotation.
+//! Due times come from the state in `workdir` ([`FileState::due`]): a
+//! schedule fires when its next time after the file's last rotation (or its
+//! start) has passed, so a restart neither skips nor repeats a rotation. A
+//! rotation whose rename failed stays due and is retried at the next re-plan
+//! ([`rotation::REPLAN_INTERVAL`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,11 +20,7 @@ use tracing::{debug, warn};
 
 use super::{Command, Writers};
 use crate::config::{Facility, FacilityDb};
-use crate::rotation::{started_on_disk, FileState, StateDb};
-
-/// Re-plan at least this often, so a wall-clock jump (NTP, suspend) is
-/// noticed even while sleeping towards a far rotation.
-const MAX_SLEEP: Duration = Duration::from_secs(30);
+use crate::rotation::{self, started_on_disk, FileState, StateDb};
 
 /// After a new file appears, wait this long for others before re-planning.
 const NEW_FILE_SETTLE: Duration = Duration::from_millis(250);
@@ -51,10 +49,7 @@ pub(crate) async fn run(
                 next = Some(due);
             }
         }
-        let sleep = next
-            .and_then(|n| (n - clock.now()).to_std().ok())
-            .unwrap_or(MAX_SLEEP)
-            .min(MAX_SLEEP);
+        let sleep = rotation::sleep_before(next, clock.now());
         save_state(writers.ctx().state.clone()).await;
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
@@ -82,7 +77,7 @@ pub(crate) async fn run(
 /// blocking thread: the save fsyncs.
 pub(crate) async fn save_state(state: Arc<Mutex<StateDb>>) {
     let res = tokio::task::spawn_blocking(move || {
-        let mut db = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut db = rotation::lock(&state);
         if db.unsaved() {
             if let Err(err) = db.save() {
                 warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
@@ -99,13 +94,12 @@ pub(crate) async fn save_state(state: Arc<Mutex<StateDb>>) {
 fn plan(writers: &Writers, db: &FacilityDb) -> Vec<(PathBuf, Arc<Facility>, DateTime<Local>)> {
     let ext = writers.ctx().compressor.live_ext();
     let state = writers.ctx().state.clone();
-    let state = state.lock().unwrap_or_else(|e| e.into_inner());
+    let state = rotation::lock(&state);
     state
         .iter()
         .filter_map(|(path, st)| {
             let facility = facility_for_path(db, writers.logdir(), ext, path)?;
-            let base = st.last_rotation.unwrap_or(st.started).max(st.started);
-            let due = facility.rotate.next_after(&base)?;
+            let due = st.due(&facility.rotate)?;
             Some((path.to_path_buf(), facility.clone(), due))
         })
         .collect()
@@ -181,7 +175,7 @@ async fn adopt_existing_files(writers: &Writers, db: &Arc<FacilityDb>) {
                 }
             }
         }
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = rotation::lock(&state);
         let mut added = 0;
         for path in found {
             if st.get(&path).is_none() {

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::{Command, WriterCtx};
 use crate::config::Facility;
 use crate::output::Batch;
-use crate::rotation::{self, started_on_disk, FileState, StateDb};
+use crate::rotation::{self, lock, started_on_disk, FileState};
 
 /// Stop draining the queue into one write once this much is pending.
 const MAX_PENDING_BYTES: usize = 1 << 20;
@@ -360,9 +360,13 @@ impl LogFile {
         }
     }
 
-    /// Rotates now: the live file becomes a backup named after the time it
-    /// was started, the state moves on, and compression plus retention run
-    /// in the background. An empty or missing file only moves the state on.
+    /// Rotates now through the one rotation transaction
+    /// ([`rotation::rotate_file`]): the live file becomes a backup named after
+    /// the time it was started, the state moves on, and compression plus
+    /// retention run in the background. An empty or missing file only moves
+    /// the state on. A failed rename leaves the file live and the rotation
+    /// due: the scheduler retries it at its next re-plan, a size rotation at
+    /// the next write.
     async fn rotate(&mut self) {
         // No fsync here: it would stall this file's writes for as long as the
         // disk takes to flush up to max_size bytes. The compression job reads
@@ -372,39 +376,17 @@ impl LogFile {
         let path = self.path.clone();
         let state = self.ctx.state.clone();
         let clock = self.ctx.clock.clone();
-        let renamed = tokio::task::spawn_blocking(move || {
-            let now = clock.now();
-            let started = lock(&state).get(&path).map(|s| s.started);
-            let started = match started {
-                Some(s) => s,
-                None => started_on_disk(&path).ok().flatten().unwrap_or(now),
-            };
-            let backup = rotation::rename_live(&path, started.naive_local());
-            let mut db = lock(&state);
-            // A rename that failed leaves the file live; its start stays.
-            let next_start = if matches!(backup, Ok(Some(_))) {
-                now
-            } else {
-                started
-            };
-            db.set(
-                &path,
-                FileState {
-                    started: next_start,
-                    last_rotation: Some(now),
-                },
-            );
-            if let Err(err) = db.save() {
-                warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
-            }
-            backup
-        })
-        .await;
+        let renamed =
+            tokio::task::spawn_blocking(move || rotation::rotate_file(&path, &state, clock.now()))
+                .await;
         let backup = match renamed {
             Ok(Ok(Some(b))) => b,
             Ok(Ok(None)) => return,
             Ok(Err(err)) => {
-                warn!(path = %self.path.display(), cause = %err, "rotation failed; file stays live");
+                // Retried on every write or re-plan while the cause lasts.
+                if let Some(suppressed) = self.ctx.limiter.check() {
+                    warn!(path = %self.path.display(), cause = %err, suppressed, "rotation failed; file stays live");
+                }
                 return;
             }
             Err(err) => {
@@ -416,33 +398,18 @@ impl LogFile {
         self.spawn_compression(backup);
     }
 
-    /// Compresses `backup` and prunes old backups off the async workers;
-    /// a semaphore keeps compressions from taking every core.
+    /// Compresses `backup` and prunes old backups off the async workers,
+    /// within the daemon's limit on concurrent compressions.
     fn spawn_compression(&self, backup: PathBuf) {
         let c = &self.ctx.compressor;
-        let compress = (!c.compress_on_write).then_some((c.format, c.level));
-        let keep = self.facility.backup_count as usize;
-        let live = self.path.clone();
-        let permits = self.ctx.compressions.clone();
-        self.ctx.compress_tracker.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            let job = tokio::task::spawn_blocking(move || {
-                rotation::compress_and_prune(&live, &backup, compress, keep)
-            });
-            match job.await {
-                Ok(Ok(done)) => debug!(backup = %done.backup.display(), pruned = done.pruned.len(), "backup compressed"),
-                Ok(Err(err)) => warn!(cause = %err, "backup compression failed; redone at next start"),
-                Err(err) => warn!(cause = %err, "backup compression task failed"),
-            }
-        });
+        let job = rotation::CompressJob {
+            live: self.path.clone(),
+            backup,
+            compress: (!c.compress_on_write).then_some((c.format, c.level)),
+            keep: self.facility.backup_count as usize,
+        };
+        rotation::spawn_compression(job, &self.ctx.compressions, &self.ctx.compress_tracker);
     }
-}
-
-/// Locks the state, recovering from a poisoned lock (the data is plain).
-fn lock(state: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `write_all` over several buffers with as few `writev` calls as possible.
