@@ -336,6 +336,7 @@ pub async fn run(
         limits: limits.clone(),
         open_streams: Default::default(),
         ticker: Default::default(),
+        stop_reading: CancellationToken::new(),
     });
     let token = CancellationToken::new();
     let readers = TaskTracker::new();
@@ -405,19 +406,30 @@ pub async fn run(
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // One grace period for the whole stop: half of it for connections to
+    // drain what their peers already sent, the rest for every file to be
+    // written and synced.
+    let deadline = tokio::time::Instant::now() + limits.shutdown_grace;
     token.cancel();
     readers.close();
-    if tokio::time::timeout(limits.shutdown_grace, readers.wait())
+    if tokio::time::timeout(limits.shutdown_grace / 2, readers.wait())
         .await
         .is_err()
     {
-        warn!("connections still open after the grace period; closing them");
+        warn!("connections still sending after half the grace period; they are read no further and closed");
+        inputs.stop_reading.cancel();
+        if tokio::time::timeout_at(deadline, readers.wait())
+            .await
+            .is_err()
+        {
+            error!("connections did not close within the grace period");
+        }
     }
     let _ = scheduler.await;
     writers.close();
     drop(inputs);
     writer_tracker.close();
-    if tokio::time::timeout(limits.shutdown_grace, writer_tracker.wait())
+    if tokio::time::timeout_at(deadline, writer_tracker.wait())
         .await
         .is_err()
     {

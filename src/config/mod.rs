@@ -47,6 +47,9 @@ const KNOWN: &[(&str, &[&str])] = &[
             "pemfile",
             "cacert",
             "max_msg_size",
+            "max_connections",
+            "handshake_timeout",
+            "shutdown_timeout",
         ],
     ),
     // The old daemon kept rotation times in a file named here; ours live in
@@ -137,13 +140,16 @@ pub struct Config {
 /// constants so tests can shrink them.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Most connections served at once per stream listener; more wait in
-    /// the kernel's accept backlog.
+    /// `[server] max_connections`: most connections served at once per
+    /// stream listener; more wait in the kernel's accept backlog.
     pub max_connections: usize,
-    /// A silent peer may hold a TLS handshake slot at most this long.
+    /// `[server] handshake_timeout` (seconds): a silent peer may hold a TLS
+    /// handshake slot at most this long.
     pub handshake_timeout: Duration,
-    /// At stop, how long connections may take to drain, then how long the
-    /// writers may take to flush, before the stragglers are given up.
+    /// `[server] shutdown_timeout` (seconds): how long a stop may take in
+    /// all: connections drain what peers
+    /// already sent for at most half of it, then files are written and
+    /// synced; stragglers past it are given up.
     pub shutdown_grace: Duration,
     /// At stop, how long running backup compressions may take to finish;
     /// an abandoned one leaves its backup uncompressed for the next start.
@@ -157,7 +163,7 @@ impl Default for Limits {
         Limits {
             max_connections: 16_384,
             handshake_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(10),
             compress_grace: Duration::from_secs(5),
             compression_jobs: 1,
         }
@@ -281,7 +287,7 @@ impl Config {
             log: read_log(&get("log"), overrides)?,
             compressor: read_compressor(&get("compressor"))?,
             server: read_server(&get("server"))?,
-            limits: Limits::default(),
+            limits: read_limits(&get("server"))?,
             warnings,
         })
     }
@@ -441,6 +447,26 @@ fn read_server(r: &Reader<'_>) -> Result<ServerSection, ConfigError> {
         cacert,
         // At most 16 MiB, so it fits any usize we build for.
         max_msg_size: usize::try_from(max_msg_size).unwrap_or(usize::MAX),
+    })
+}
+
+/// The `[server]` limits; absent keys keep the defaults of [`Limits`].
+fn read_limits(r: &Reader<'_>) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let secs = |key: &str, default: Duration, max: u64| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(r.number(
+            key,
+            default.as_secs(),
+            1,
+            max,
+        )?))
+    };
+    Ok(Limits {
+        max_connections: r.number("max_connections", d.max_connections as u64, 1, 1 << 20)?
+            as usize,
+        handshake_timeout: secs("handshake_timeout", d.handshake_timeout, 3600)?,
+        shutdown_grace: secs("shutdown_timeout", d.shutdown_grace, 3600)?,
+        ..d
     })
 }
 
@@ -1048,6 +1074,22 @@ listen_ipv6_ssl =
         }
         let err = parse("[log]\nfilename =\n").unwrap_err();
         assert!(err.place.starts_with("[log] filename"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_read_from_the_server_section() {
+        let c =
+            parse("[server]\nmax_connections = 100\nhandshake_timeout = 3\nshutdown_timeout = 4\n")
+                .unwrap();
+        assert_eq!(c.limits.max_connections, 100);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.shutdown_grace, Duration::from_secs(4));
+        assert_eq!(
+            parse("").unwrap().limits.shutdown_grace,
+            Duration::from_secs(10)
+        );
+        let err = parse("[server]\nshutdown_timeout = 0\n").unwrap_err();
+        assert!(err.problem.contains("from 1 to 3600"), "{err}");
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub(crate) struct InputCtx {
     pub(crate) open_streams: AtomicUsize,
     /// The tick coalesced stream connections are read on.
     pub(crate) ticker: stream::Ticker,
+    /// Cancelled when the stop's drain time is up: connections still
+    /// draining (a peer that never stops sending) stop reading, hand on
+    /// what they have read and close, so a stop under load ends in time.
+    pub(crate) stop_reading: CancellationToken,
 }
 
 /// Kernel receive buffer asked for UDP sockets, so bursts survive while a

@@ -220,9 +220,15 @@ where
     let mut last_read = Instant::now();
     loop {
         let n = if draining {
-            match tokio::time::timeout(DRAIN_IDLE, stream.read_buf(&mut buf)).await {
-                Ok(r) => r?,
-                Err(_) => 0,
+            tokio::select! {
+                biased;
+                // The stop's drain time is up: what is read so far is
+                // handed on below, the rest of the stream is not read.
+                () = ctx.stop_reading.cancelled() => 0,
+                r = tokio::time::timeout(DRAIN_IDLE, stream.read_buf(&mut buf)) => match r {
+                    Ok(r) => r?,
+                    Err(_) => 0,
+                },
             }
         } else if wake_at > 0 {
             if more && token.is_cancelled() {
