@@ -368,7 +368,8 @@ fn certificate_commands_make_what_the_daemon_and_python_accept() {
     let _ = python_tls(&py, port, &pem, &ca, 1);
     d.wait_for_log_count("tls handshake refused", 2);
     d.stop();
-    assert_eq!(d.stat("tls_refused"), 2);
+    // The Python client retries a refused connection, so at least 2.
+    assert!(d.stat("tls_refused") >= 2, "{}", d.stat("tls_refused"));
     assert_eq!(
         wait_for_lines(&setup.log("pyapp/web.log"), total, DEADLINE).len(),
         total,
