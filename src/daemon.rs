@@ -385,7 +385,7 @@ pub async fn run(
 /// line of `systemctl status loghogd`), until `token` is cancelled.
 async fn notify_status(stats: Arc<Stats>, token: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(10);
-    let mut tick = tokio::time::interval(EVERY);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (
         tokio::time::Instant::now(),

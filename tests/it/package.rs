@@ -95,7 +95,10 @@ fn man_page_of_loghogd_names_every_flag() {
         assert!(text.contains(sig), "man/loghogd.8 does not describe {sig}");
     }
     for status in ["78", ".B 0", ".B 1", ".B 2"] {
-        assert!(text.contains(status), "man/loghogd.8 lacks exit status {status}");
+        assert!(
+            text.contains(status),
+            "man/loghogd.8 lacks exit status {status}"
+        );
     }
 }
 
@@ -132,12 +135,20 @@ fn man_pages_name_every_config_key() {
 fn every_man_page_is_packaged_and_every_packaged_page_exists() {
     let on_disk: BTreeSet<String> = std::fs::read_dir(repo("man"))
         .expect("read man/")
-        .map(|e| format!("man/{}", e.expect("dir entry").file_name().to_string_lossy()))
+        .map(|e| {
+            format!(
+                "man/{}",
+                e.expect("dir entry").file_name().to_string_lossy()
+            )
+        })
         .collect();
     let mut listed = BTreeSet::new();
     for list in ["debian/loghogd.manpages", "debian/loghog-send.manpages"] {
         for line in read(&repo(list)).lines().filter(|l| !l.trim().is_empty()) {
-            assert!(repo(line).is_file(), "{list} names {line}, which is missing");
+            assert!(
+                repo(line).is_file(),
+                "{list} names {line}, which is missing"
+            );
             listed.insert(line.to_string());
         }
     }
@@ -171,7 +182,10 @@ fn unit_command_lines_parse() {
             .unwrap_or_else(|e| panic!("{key}={cmd} does not parse: {e}"));
         assert_eq!(args.config, Path::new("/etc/loghogd/loghogd.conf"));
         if key == "ExecStart" {
-            assert!(!args.daemon, "Type=notify needs the daemon in the foreground");
+            assert!(
+                !args.daemon,
+                "Type=notify needs the daemon in the foreground"
+            );
         } else {
             assert!(args.check_config, "{key} must only check the config");
         }
@@ -278,7 +292,11 @@ fn certificate_commands_make_what_the_daemon_and_python_accept() {
     let clients = tmp.path().join("clients");
 
     // The CA and server certificate, with the package's modes.
-    let out = cert_cmd(tmp.path(), "loghog-server-cert", &["--out", "certs", "--days", "30"]);
+    let out = cert_cmd(
+        tmp.path(),
+        "loghog-server-cert",
+        &["--out", "certs", "--days", "30"],
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(mode(&certs.join("loghog-ca.key")), 0o600);
     assert_eq!(mode(&certs.join("loghog-ca.cert")), 0o644);
@@ -287,14 +305,20 @@ fn certificate_commands_make_what_the_daemon_and_python_accept() {
     let again = cert_cmd(tmp.path(), "loghog-server-cert", &["--out", "certs"]);
     assert_eq!(again.status.code(), Some(1), "{again:?}");
     assert!(again.stderr.contains("--force"), "{again:?}");
-    assert_eq!(read(&certs.join("loghog-ca.cert")), before, "overwritten without --force");
+    assert_eq!(
+        read(&certs.join("loghog-ca.cert")),
+        before,
+        "overwritten without --force"
+    );
 
     // A client certificate; the printed lines name its absolute path.
     let ca_dir = certs.to_str().expect("utf-8 temp path");
     let out = cert_cmd(
         tmp.path(),
         "loghog-client-cert",
-        &["app1", "--ca-dir", ca_dir, "--out", "clients", "--days", "2"],
+        &[
+            "app1", "--ca-dir", ca_dir, "--out", "clients", "--days", "2",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let pem = clients.join("app1.pem");
@@ -310,8 +334,9 @@ fn certificate_commands_make_what_the_daemon_and_python_accept() {
         out.stdout
     );
     assert!(
-        out.stdout
-            .contains(&format!("loghog-send --app my-app --port 5577 --tls --pem {pem_s} --cacert {ca_s}")),
+        out.stdout.contains(&format!(
+            "loghog-send --app my-app --port 5577 --tls --pem {pem_s} --cacert {ca_s}"
+        )),
         "no loghog-send line:\n{}",
         out.stdout
     );
@@ -337,19 +362,32 @@ fn certificate_commands_make_what_the_daemon_and_python_accept() {
     let out = cert_cmd(
         tmp.path(),
         "loghog-client-cert",
-        &["--renew", "v1-client.pem", "--ca-dir", ca_dir, "--out", "clients"],
+        &[
+            "--renew",
+            "v1-client.pem",
+            "--ca-dir",
+            ca_dir,
+            "--out",
+            "clients",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let v1_renewed = clients.join("v1-client.pem");
 
-    let setup = Setup::new().facilities(PY_FACILITIES).server_extra(&format!(
-        "listen_ipv4_ssl = 127.0.0.1:0\npemfile = {}\ncacert = {ca_s}",
-        certs.join("loghog-server.pem").display()
-    ));
+    let setup = Setup::new()
+        .facilities(PY_FACILITIES)
+        .server_extra(&format!(
+            "listen_ipv4_ssl = 127.0.0.1:0\npemfile = {}\ncacert = {ca_s}",
+            certs.join("loghog-server.pem").display()
+        ));
     let mut d = Daemon::start(&setup);
     let port = d.tls_addr().port();
     let mut total = 0;
-    for (client, n) in [(&pem, 10), (&clients.join("app1.pem.old"), 5), (&v1_renewed, 7)] {
+    for (client, n) in [
+        (&pem, 10),
+        (&clients.join("app1.pem.old"), 5),
+        (&v1_renewed, 7),
+    ] {
         let out = python_tls(&py, port, client, &ca, n);
         assert!(out.status.success(), "{}: {out:?}", client.display());
         total += n;
@@ -360,7 +398,11 @@ fn certificate_commands_make_what_the_daemon_and_python_accept() {
     d.wait_for_log_count("tls handshake refused", 1);
 
     // A regenerated CA (--force) no longer accepts the old client.
-    let out = cert_cmd(tmp.path(), "loghog-server-cert", &["--out", "certs", "--force"]);
+    let out = cert_cmd(
+        tmp.path(),
+        "loghog-server-cert",
+        &["--out", "certs", "--force"],
+    );
     assert!(out.status.success(), "{out:?}");
     assert_ne!(read(&certs.join("loghog-ca.cert")), before);
     d.signal("HUP");
