@@ -232,6 +232,45 @@ fn debian_conffiles_are_the_production_layout() {
     assert_eq!(db.iter().count(), 1, "one test facility");
 }
 
+#[test]
+fn maintainer_scripts_have_one_debhelper_slot_after_their_own_work() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo("debian")).expect("read debian/") {
+        let path = entry.expect("dir entry").path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !["postinst", "postrm", "prerm", "preinst"]
+            .iter()
+            .any(|s| name.ends_with(&format!(".{s}")))
+        {
+            continue;
+        }
+        n += 1;
+        let text = read(&path);
+        // debhelper replaces every occurrence, comments included.
+        assert_eq!(
+            text.matches("#DEBHELPER#").count(),
+            1,
+            "{name}: the debhelper token must appear exactly once"
+        );
+        if name.ends_with(".postinst") {
+            let certs = text
+                .find("loghog-server-cert")
+                .expect("postinst makes the certificates");
+            let user = text.find("adduser").expect("postinst creates the user");
+            let slot = text.find("#DEBHELPER#").unwrap_or(0);
+            assert!(
+                user < slot && certs < slot,
+                "{name}: the unit is started (debhelper's snippet) before the user and certificates exist"
+            );
+        }
+    }
+    assert!(n >= 2, "no maintainer scripts found in debian/");
+}
+
 // === the certificate commands ===
 
 /// Runs `scripts/{script}` with `args` in `dir`.
