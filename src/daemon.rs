@@ -378,6 +378,9 @@ pub async fn run(
     .context("cannot start the listeners")?;
     info!(facilities = fac_tx.borrow().iter().count(), "loghogd ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        tokio::spawn(notify_status(stats.clone(), token.clone()));
+    }
 
     tokio::pin!(shutdown);
     loop {
@@ -446,6 +449,33 @@ pub async fn run(
     }
     info!("stats {}", stats.summary());
     Ok(())
+}
+
+/// Under systemd, tells the manager the write rate every 10 s (the `Status:`
+/// line of `systemctl status loghogd`), until `token` is cancelled.
+async fn notify_status(stats: Arc<Stats>, token: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(10);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = (
+        tokio::time::Instant::now(),
+        stats.written.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = token.cancelled() => return,
+        }
+        let now = (
+            tokio::time::Instant::now(),
+            stats.written.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let secs = now.0.duration_since(last.0).as_secs_f64().max(0.001);
+        let rate = now.1.saturating_sub(last.1) as f64 / secs;
+        let status = format!("{rate:.0} msg/s written, {} in total", now.1);
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
+        last = now;
+    }
 }
 
 /// How long a reload may take to read facilities.conf before it is given

@@ -31,3 +31,6 @@ mod rotation;
 
 #[path = "it/paced.rs"]
 mod paced;
+
+#[path = "it/package.rs"]
+mod package;

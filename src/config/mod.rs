@@ -302,10 +302,10 @@ impl Config {
 }
 
 fn read_main(r: &Reader<'_>, o: &Overrides) -> Result<MainSection, ConfigError> {
-    let rundir = o.rundir.clone().unwrap_or(
-        r.path("rundir")?
-            .unwrap_or_else(|| "/var/run/loghogd".into()),
-    );
+    let rundir = o
+        .rundir
+        .clone()
+        .unwrap_or(r.path("rundir")?.unwrap_or_else(|| "/run/loghogd".into()));
     // A relative pidfile in the file lives in rundir (the old default was
     // just "loghogd.pid").
     let pidfile = match o.pidfile.clone() {
@@ -834,8 +834,8 @@ listen_ipv6_ssl =
         assert_eq!(c.main.user, None);
         assert_eq!(c.main.logdir, Path::new("/var/log/loghogd"));
         assert_eq!(c.main.workdir, Path::new("/var/lib/loghogd"));
-        assert_eq!(c.main.rundir, Path::new("/var/run/loghogd"));
-        assert_eq!(c.main.pidfile, Path::new("/var/run/loghogd/loghogd.pid"));
+        assert_eq!(c.main.rundir, Path::new("/run/loghogd"));
+        assert_eq!(c.main.pidfile, Path::new("/run/loghogd/loghogd.pid"));
         assert_eq!(
             c.main.facilities_config,
             Path::new("/etc/loghogd/facilities.conf")
