@@ -1,0 +1,253 @@
+//! The file-following agent behind `loghog-send --follow FILE...`: reads
+//! whole lines from files as `tail -F` does (rename rotation, copytruncate,
+//! files that appear later) and ships each line as one message.
+//!
+//! Delivery: read a batch, ship it, flush it, and only then record the new
+//! positions (inode + offset per file) in the state file, so after a
+//! restart nothing is skipped and nothing is sent twice beyond the last
+//! unacknowledged batch. While a flush fails (daemon down) the agent reads
+//! nothing more and retries with backoff: the files are the buffer, and at
+//! most `max_batch_lines` lines are ever queued in the client, so a client
+//! whose `max_buffer` is at least that never has to drop one.
+//!
+//! Layout: [`tail`] (one path and its files), [`parse`] (`--parse`),
+//! [`state`] (the state file), [`watch`] (inotify, or polling).
+
+pub mod parse;
+pub mod state;
+mod tail;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use parse::Format;
+pub use state::StateError;
+pub use watch::WatchMode;
+
+use state::State;
+use tail::Tail;
+use watch::DirWatch;
+
+/// Where the agent's lines go: implemented for `loghog::Client`, and by
+/// tests for a bare TCP sender.
+pub trait Ship {
+    /// Queues one message; never blocks.
+    fn send(&self, module: &str, body: &str);
+
+    /// Returns `Ok` once everything queued before the call was written to
+    /// the daemon, or an error when that did not happen within `timeout`.
+    /// What was queued must stay queued after an error: the agent does not
+    /// send it again.
+    ///
+    /// # Errors
+    /// Any reason the queue could not be written (daemon down, timeout).
+    fn flush(&self, timeout: Duration) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// How to follow.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// Module every line is sent under (`""` is the app's root facility).
+    pub module: String,
+    /// `--state PATH`: where positions are kept across restarts. Without
+    /// it a restart starts over at the end of every file.
+    pub state_path: Option<PathBuf>,
+    /// `--parse`: how a line becomes a body.
+    pub format: Format,
+    /// Read files that exist at the first start (and have no state entry)
+    /// from the beginning instead of from their end. Files that appear
+    /// later, or replace a rotated one, are always read from the beginning.
+    pub from_start: bool,
+    /// Lines per batch: the most ever queued in the client unflushed. Keep
+    /// it at or below the client's `max_buffer`, or the client may drop.
+    pub max_batch_lines: usize,
+    /// Longer lines are cut into pieces of this many bytes, so each piece
+    /// fits the daemon's `max_msg_size` (65536 by default) after JSON
+    /// escaping.
+    pub max_line_bytes: usize,
+    /// How long one flush may take before it counts as failed.
+    pub flush_timeout: Duration,
+    /// The longest wait between retries of a failed flush.
+    pub max_backoff: Duration,
+    /// How often every file is looked at without an event (and the poll
+    /// watcher's interval).
+    pub poll_interval: Duration,
+    /// How long a rotated-away file is still read after it was replaced and
+    /// went quiet: a writer keeps writing to it until it reopens its log.
+    pub rotate_wait: Duration,
+    /// inotify with a polling fallback, or polling only.
+    pub watch: WatchMode,
+    /// Set by the caller (on SIGTERM/SIGINT) to stop [`run`] cleanly.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+impl Default for FollowOptions {
+    fn default() -> FollowOptions {
+        FollowOptions {
+            module: String::new(),
+            state_path: None,
+            format: Format::Raw,
+            from_start: false,
+            max_batch_lines: 1000,
+            max_line_bytes: 16 * 1024,
+            flush_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            rotate_wait: Duration::from_secs(5),
+            watch: WatchMode::Auto,
+            shutdown: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Why the agent stopped on its own.
+#[derive(Debug)]
+pub enum FollowError {
+    /// The state file cannot be read (the agent will not guess where to
+    /// resume) or written (positions could not be recorded).
+    State(StateError),
+    /// Not even the poll watcher could be started.
+    Watch(notify::Error),
+    /// Options that cannot work.
+    Options(&'static str),
+}
+
+impl std::fmt::Display for FollowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FollowError::State(e) => write!(f, "{e}"),
+            FollowError::Watch(e) => write!(f, "cannot watch files: {e}"),
+            FollowError::Options(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for FollowError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FollowError::State(e) => Some(e),
+            FollowError::Watch(e) => Some(e),
+            FollowError::Options(_) => None,
+        }
+    }
+}
+
+impl From<StateError> for FollowError {
+    fn from(e: StateError) -> FollowError {
+        FollowError::State(e)
+    }
+}
+
+/// Follows `files` until `opts.shutdown` is set, shipping every new line.
+///
+/// Blocks the calling thread. Returns `Ok` after a shutdown request; a
+/// batch whose flush had not succeeded by then is not recorded, so it is
+/// sent again after a restart.
+///
+/// # Errors
+/// An unreadable or unwritable state file, no usable watcher, or options
+/// that cannot work (no files, zero batch or line size).
+pub fn run(files: &[PathBuf], opts: &FollowOptions, ship: &dyn Ship) -> Result<(), FollowError> {
+    if files.is_empty() {
+        return Err(FollowError::Options("no files to follow"));
+    }
+    if opts.max_batch_lines == 0 || opts.max_line_bytes == 0 {
+        return Err(FollowError::Options(
+            "max_batch_lines and max_line_bytes must be positive",
+        ));
+    }
+    let state = match &opts.state_path {
+        Some(p) => State::load(p)?,
+        None => State::default(),
+    };
+    let mut tails: Vec<Tail> = files
+        .iter()
+        .map(|f| Tail::restore(f, state.get(f), opts))
+        .collect();
+    let mut watch =
+        DirWatch::start(files, opts.watch, opts.poll_interval).map_err(FollowError::Watch)?;
+    tracing::info!(
+        files = files.len(),
+        inotify = watch.is_native(),
+        "following"
+    );
+    // Which path reads first this turn: rotates, so one busy file cannot
+    // starve the others of batch space.
+    let mut first = 0;
+    loop {
+        if opts.shutdown.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        watch.watch_missing();
+        for tail in &mut tails {
+            tail.refresh(opts);
+        }
+        let mut budget = opts.max_batch_lines;
+        let mut progressed = false;
+        for i in 0..tails.len() {
+            let at = (first + i) % tails.len();
+            progressed |= tails[at].collect(&mut budget, opts, ship);
+            if budget == 0 {
+                break;
+            }
+        }
+        first = (first + 1) % tails.len();
+        if !progressed {
+            watch.wait(opts.poll_interval, &opts.shutdown);
+            continue;
+        }
+        if !flush_until_done(ship, opts) {
+            return Ok(());
+        }
+        for tail in &mut tails {
+            tail.ack();
+        }
+        if let Some(path) = &opts.state_path {
+            let snapshot = State {
+                version: 0,
+                files: tails.iter().map(Tail::snapshot).collect(),
+            };
+            snapshot.save(path)?;
+        }
+    }
+}
+
+/// Flushes, retrying with exponential backoff while it fails: the agent
+/// reads nothing meanwhile. Returns `false` when a shutdown was requested
+/// before a flush succeeded.
+fn flush_until_done(ship: &dyn Ship, opts: &FollowOptions) -> bool {
+    let mut delay = Duration::from_millis(100).min(opts.max_backoff);
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        match ship.flush(opts.flush_timeout) {
+            Ok(()) => {
+                if let Some(since) = failing_since {
+                    tracing::info!(
+                        after_ms = since.elapsed().as_millis() as u64,
+                        "daemon reachable again, reading on"
+                    );
+                }
+                return true;
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    tracing::warn!(cause = %e, "flush failed, pausing reads until the daemon takes lines again");
+                    failing_since = Some(Instant::now());
+                }
+            }
+        }
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if opts.shutdown.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(
+                watch::STOP_CHECK.min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        delay = (delay * 2).min(opts.max_backoff);
+    }
+}
