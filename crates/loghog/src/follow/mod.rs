@@ -141,76 +141,128 @@ impl From<StateError> for FollowError {
     }
 }
 
-/// Follows `files` until `opts.shutdown` is set, shipping every new line.
-///
-/// Blocks the calling thread. Returns `Ok` after a shutdown request; a
-/// batch whose flush had not succeeded by then is not recorded, so it is
-/// sent again after a restart.
+/// Follows `files` until `opts.shutdown` is set, shipping every new line:
+/// [`Follower::start`] then [`Follower::run`].
 ///
 /// # Errors
-/// An unreadable or unwritable state file, no usable watcher, or options
-/// that cannot work (no files, zero batch or line size).
+/// As [`Follower::start`], and an unwritable state file.
 pub fn run(files: &[PathBuf], opts: &FollowOptions, ship: &dyn Ship) -> Result<(), FollowError> {
-    if files.is_empty() {
-        return Err(FollowError::Options("no files to follow"));
-    }
-    if opts.max_batch_lines == 0 || opts.max_line_bytes == 0 {
-        return Err(FollowError::Options(
-            "max_batch_lines and max_line_bytes must be positive",
-        ));
-    }
-    let state = match &opts.state_path {
-        Some(p) => State::load(p)?,
-        None => State::default(),
-    };
-    let mut tails: Vec<Tail> = files
-        .iter()
-        .map(|f| Tail::restore(f, state.get(f), opts))
-        .collect();
-    let mut watch =
-        DirWatch::start(files, opts.watch, opts.poll_interval).map_err(FollowError::Watch)?;
-    tracing::info!(
-        files = files.len(),
-        inotify = watch.is_native(),
-        "following"
-    );
-    // Which path reads first this turn: rotates, so one busy file cannot
-    // starve the others of batch space.
-    let mut first = 0;
-    loop {
-        if opts.shutdown.load(Ordering::Relaxed) {
-            return Ok(());
+    Follower::start(files, opts.clone())?.run(ship)
+}
+
+/// The agent between start-up and its loop: state loaded, files found and
+/// positioned, watcher running.
+///
+/// Split from [`Follower::run`] so a caller learns of a bad state file
+/// before it detaches, and knows the moment from which a newly created
+/// file is read from its start (files present at `start` begin at their
+/// end, unless `from_start` or the state says otherwise).
+pub struct Follower {
+    /// One per followed path, in the order given.
+    tails: Vec<Tail>,
+    /// Wakes the loop when a watched directory changes.
+    watch: DirWatch,
+    /// As given to [`Follower::start`].
+    opts: FollowOptions,
+    /// Which path reads first next turn: rotates, so one busy file cannot
+    /// starve the others of batch space.
+    first: usize,
+}
+
+// === impl Follower ===
+
+impl Follower {
+    /// Loads the state, opens every file that exists and starts watching.
+    ///
+    /// # Errors
+    /// An unreadable state file (the agent will not guess where to resume),
+    /// no usable watcher, or options that cannot work (no files, zero batch
+    /// or line size).
+    pub fn start(files: &[PathBuf], opts: FollowOptions) -> Result<Follower, FollowError> {
+        if files.is_empty() {
+            return Err(FollowError::Options("no files to follow"));
         }
-        watch.watch_missing();
+        if opts.max_batch_lines == 0 || opts.max_line_bytes == 0 {
+            return Err(FollowError::Options(
+                "max_batch_lines and max_line_bytes must be positive",
+            ));
+        }
+        let state = match &opts.state_path {
+            Some(p) => State::load(p)?,
+            None => State::default(),
+        };
+        // The watcher first: a file created after this returns must raise
+        // an event, whatever the first look below saw.
+        let watch =
+            DirWatch::start(files, opts.watch, opts.poll_interval).map_err(FollowError::Watch)?;
+        let mut tails: Vec<Tail> = files
+            .iter()
+            .map(|f| Tail::restore(f, state.get(f), &opts))
+            .collect();
         for tail in &mut tails {
-            tail.refresh(opts);
+            tail.refresh(&opts);
         }
-        let mut budget = opts.max_batch_lines;
-        let mut progressed = false;
-        for i in 0..tails.len() {
-            let at = (first + i) % tails.len();
-            progressed |= tails[at].collect(&mut budget, opts, ship);
-            if budget == 0 {
-                break;
+        tracing::info!(
+            files = files.len(),
+            inotify = watch.is_native(),
+            "following"
+        );
+        Ok(Follower {
+            tails,
+            watch,
+            opts,
+            first: 0,
+        })
+    }
+
+    /// The loop: until `shutdown` is set, ship each batch, flush it and
+    /// record the positions; wait for an event or the poll interval when
+    /// there is nothing to read. Blocks the calling thread.
+    ///
+    /// Returns `Ok` after a shutdown request; a batch whose flush had not
+    /// succeeded by then is not recorded, so it is sent again after a
+    /// restart.
+    ///
+    /// # Errors
+    /// The state file cannot be written.
+    pub fn run(mut self, ship: &dyn Ship) -> Result<(), FollowError> {
+        let opts = &self.opts;
+        loop {
+            if opts.shutdown.load(Ordering::Relaxed) {
+                return Ok(());
             }
-        }
-        first = (first + 1) % tails.len();
-        if !progressed {
-            watch.wait(opts.poll_interval, &opts.shutdown);
-            continue;
-        }
-        if !flush_until_done(ship, opts) {
-            return Ok(());
-        }
-        for tail in &mut tails {
-            tail.ack();
-        }
-        if let Some(path) = &opts.state_path {
-            let snapshot = State {
-                version: 0,
-                files: tails.iter().map(Tail::snapshot).collect(),
-            };
-            snapshot.save(path)?;
+            self.watch.watch_missing();
+            for tail in &mut self.tails {
+                tail.refresh(opts);
+            }
+            let mut budget = opts.max_batch_lines;
+            let mut progressed = false;
+            let count = self.tails.len();
+            for i in 0..count {
+                let at = (self.first + i) % count;
+                progressed |= self.tails[at].collect(&mut budget, opts, ship);
+                if budget == 0 {
+                    break;
+                }
+            }
+            self.first = (self.first + 1) % count;
+            if !progressed {
+                self.watch.wait(opts.poll_interval, &opts.shutdown);
+                continue;
+            }
+            if !flush_until_done(ship, opts) {
+                return Ok(());
+            }
+            for tail in &mut self.tails {
+                tail.ack();
+            }
+            if let Some(path) = &opts.state_path {
+                let snapshot = State {
+                    version: 0,
+                    files: self.tails.iter().map(Tail::snapshot).collect(),
+                };
+                snapshot.save(path)?;
+            }
         }
     }
 }

@@ -12,7 +12,7 @@
 use std::fs::{File, Metadata};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::parse::{Parsed, W3cFields};
 use super::state::{fnv1a, PathState, SourceState};
@@ -71,6 +71,9 @@ struct Source {
     /// The file shrank (copytruncate): ship what is buffered, then start
     /// again at offset 0.
     truncated: bool,
+    /// Length and modification time at the last truncation check: the head
+    /// is checked again only when they changed.
+    seen: Option<(u64, Option<SystemTime>)>,
 }
 
 // === impl Source ===
@@ -92,6 +95,7 @@ impl Source {
             last_data: Instant::now(),
             at_eof: false,
             truncated: false,
+            seen: None,
         };
         src.file.seek(SeekFrom::Start(offset))?;
         src.update_head()?;
@@ -145,8 +149,9 @@ impl Source {
     }
 
     /// Notices copytruncate: the file is shorter than what was read, or it
-    /// has grown but its head changed (truncated and rewritten past our
-    /// position before we looked).
+    /// changed and its head is no longer what was fingerprinted (truncated
+    /// and rewritten up to or past our position before we looked: a poll
+    /// can miss the moment the file was short).
     fn check_truncation(&mut self, path: &Path) {
         if self.truncated {
             return;
@@ -155,8 +160,10 @@ impl Source {
             return;
         };
         let len = meta.len();
+        let seen = Some((len, meta.modified().ok()));
         let shrunk = len < self.read_pos();
-        let rewritten = !shrunk && len > self.read_pos() && !self.head_matches().unwrap_or(true);
+        let rewritten = !shrunk && self.seen != seen && !self.head_matches().unwrap_or(true);
+        self.seen = seen;
         if shrunk || rewritten {
             tracing::info!(path = %path.display(), at = self.read_pos(), len, "file truncated, reading it again from the start");
             self.truncated = true;
@@ -177,6 +184,7 @@ impl Source {
         self.head_hash = 0;
         self.truncated = false;
         self.at_eof = false;
+        self.seen = None;
         let _ = self.file.seek(SeekFrom::Start(0));
     }
 
