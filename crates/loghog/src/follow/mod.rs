@@ -28,7 +28,7 @@ pub use state::StateError;
 pub use watch::WatchMode;
 
 use state::State;
-use tail::Tail;
+use tail::{Budget, Tail};
 use watch::DirWatch;
 
 /// Where the agent's lines go: implemented for `loghog::Client`, and by
@@ -64,6 +64,9 @@ pub struct FollowOptions {
     /// Lines per batch: the most ever queued in the client unflushed. Keep
     /// it at or below the client's `max_buffer`, or the client may drop.
     pub max_batch_lines: usize,
+    /// Body bytes per batch (a batch ends at whichever limit comes first):
+    /// bounds what the client holds when lines are long.
+    pub max_batch_bytes: usize,
     /// Longer lines are cut into pieces of this many bytes, so each piece
     /// fits the daemon's `max_msg_size` (65536 by default) after JSON
     /// escaping.
@@ -92,6 +95,7 @@ impl Default for FollowOptions {
             format: Format::Raw,
             from_start: false,
             max_batch_lines: 1000,
+            max_batch_bytes: 4 * 1024 * 1024,
             max_line_bytes: 16 * 1024,
             flush_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
@@ -167,7 +171,12 @@ pub struct Follower {
     /// Which path reads first next turn: rotates, so one busy file cannot
     /// starve the others of batch space.
     first: usize,
+    /// When the state file's directory was last synced.
+    dir_synced: Instant,
 }
+
+/// How often the state file's directory is synced (see [`Follower::run`]).
+const DIR_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 // === impl Follower ===
 
@@ -182,9 +191,9 @@ impl Follower {
         if files.is_empty() {
             return Err(FollowError::Options("no files to follow"));
         }
-        if opts.max_batch_lines == 0 || opts.max_line_bytes == 0 {
+        if opts.max_batch_lines == 0 || opts.max_batch_bytes == 0 || opts.max_line_bytes == 0 {
             return Err(FollowError::Options(
-                "max_batch_lines and max_line_bytes must be positive",
+                "max_batch_lines, max_batch_bytes and max_line_bytes must be positive",
             ));
         }
         let state = match &opts.state_path {
@@ -212,6 +221,7 @@ impl Follower {
             watch,
             opts,
             first: 0,
+            dir_synced: Instant::now() - DIR_SYNC_INTERVAL,
         })
     }
 
@@ -235,15 +245,15 @@ impl Follower {
             for tail in &mut self.tails {
                 tail.refresh(opts);
             }
-            let mut budget = opts.max_batch_lines;
+            let mut budget = Budget {
+                lines: opts.max_batch_lines,
+                bytes: opts.max_batch_bytes,
+            };
             let mut progressed = false;
             let count = self.tails.len();
             for i in 0..count {
                 let at = (self.first + i) % count;
                 progressed |= self.tails[at].collect(&mut budget, opts, ship);
-                if budget == 0 {
-                    break;
-                }
             }
             self.first = (self.first + 1) % count;
             if !progressed {
@@ -261,7 +271,14 @@ impl Follower {
                     version: 0,
                     files: self.tails.iter().map(Tail::snapshot).collect(),
                 };
-                snapshot.save(path)?;
+                // Syncing the directory (the rename) costs several times the
+                // file's fsync; once a second bounds what a power loss can
+                // roll back to a second of batches, sent again, never lost.
+                let sync_dir = self.dir_synced.elapsed() >= DIR_SYNC_INTERVAL;
+                snapshot.save(path, sync_dir)?;
+                if sync_dir {
+                    self.dir_synced = Instant::now();
+                }
             }
         }
     }

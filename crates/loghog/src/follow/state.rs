@@ -4,8 +4,9 @@
 //! acknowledged batch ended.
 //!
 //! Saved after every acknowledged batch as a whole new file: written to
-//! `PATH.tmp`, fsynced, renamed over `PATH`, then the directory fsynced, so a
-//! crash leaves either the old or the new state, never half of one.
+//! `PATH.tmp`, fsynced, renamed over `PATH` (and the directory fsynced when
+//! asked), so a crash leaves either the old or the new state, never half of
+//! one.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -114,11 +115,12 @@ impl State {
         Ok(state)
     }
 
-    /// Replaces the state file atomically and durably.
+    /// Replaces the state file atomically; durably once `sync_dir` also
+    /// syncs the directory that holds the rename.
     ///
     /// # Errors
     /// Any failure to create, write, sync or rename the file.
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+    pub fn save(&self, path: &Path, sync_dir: bool) -> Result<(), StateError> {
         let mut state = self.clone();
         state.version = STATE_VERSION;
         let mut text = serde_json::to_vec(&state).map_err(ctx("cannot encode state", path))?;
@@ -139,6 +141,9 @@ impl State {
         drop(file);
         std::fs::rename(&tmp, path).map_err(ctx("cannot rename state file into", path))?;
         // The rename is durable only once the directory is synced.
+        if !sync_dir {
+            return Ok(());
+        }
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -195,7 +200,7 @@ mod tests {
                 }],
             }],
         };
-        st.save(&path).unwrap();
+        st.save(&path, true).unwrap();
         let back = State::load(&path).unwrap();
         assert_eq!(back.files, st.files);
         assert_eq!(back.version, STATE_VERSION);

@@ -12,7 +12,7 @@
 use std::fs::{File, Metadata};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use super::parse::{Parsed, W3cFields};
 use super::state::{fnv1a, PathState, SourceState};
@@ -71,9 +71,6 @@ struct Source {
     /// The file shrank (copytruncate): ship what is buffered, then start
     /// again at offset 0.
     truncated: bool,
-    /// Length and modification time at the last truncation check: the head
-    /// is checked again only when they changed.
-    seen: Option<(u64, Option<SystemTime>)>,
 }
 
 // === impl Source ===
@@ -95,7 +92,6 @@ impl Source {
             last_data: Instant::now(),
             at_eof: false,
             truncated: false,
-            seen: None,
         };
         src.file.seek(SeekFrom::Start(offset))?;
         src.update_head()?;
@@ -148,10 +144,11 @@ impl Source {
         Ok(head.len() as u64 == self.head_len && fnv1a(&head) == self.head_hash)
     }
 
-    /// Notices copytruncate: the file is shorter than what was read, or it
-    /// changed and its head is no longer what was fingerprinted (truncated
-    /// and rewritten up to or past our position before we looked: a poll
-    /// can miss the moment the file was short).
+    /// Notices copytruncate: the file is shorter than what was read, or its
+    /// head is no longer what was fingerprinted (truncated and rewritten up
+    /// to or past our position before we looked: a poll can miss the moment
+    /// the file was short). The head is read on every look: one small
+    /// positional read, cheaper than trusting timestamps of coarse grain.
     fn check_truncation(&mut self, path: &Path) {
         if self.truncated {
             return;
@@ -160,10 +157,8 @@ impl Source {
             return;
         };
         let len = meta.len();
-        let seen = Some((len, meta.modified().ok()));
         let shrunk = len < self.read_pos();
-        let rewritten = !shrunk && self.seen != seen && !self.head_matches().unwrap_or(true);
-        self.seen = seen;
+        let rewritten = !shrunk && !self.head_matches().unwrap_or(true);
         if shrunk || rewritten {
             tracing::info!(path = %path.display(), at = self.read_pos(), len, "file truncated, reading it again from the start");
             self.truncated = true;
@@ -184,7 +179,6 @@ impl Source {
         self.head_hash = 0;
         self.truncated = false;
         self.at_eof = false;
-        self.seen = None;
         let _ = self.file.seek(SeekFrom::Start(0));
     }
 
@@ -269,6 +263,27 @@ impl Source {
             head_hash: self.head_hash,
             w3c_fields: self.fields.clone(),
         }
+    }
+}
+
+/// What one batch may still hold: the agent never has more than this
+/// queued in the client unflushed.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Messages left.
+    pub lines: usize,
+    /// Body bytes left.
+    pub bytes: usize,
+}
+
+impl Budget {
+    fn is_spent(&self) -> bool {
+        self.lines == 0 || self.bytes == 0
+    }
+
+    fn spend(&mut self, body_bytes: usize) {
+        self.lines = self.lines.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(body_bytes.max(1));
     }
 }
 
@@ -434,14 +449,14 @@ impl Tail {
         }
     }
 
-    /// Ships up to `budget` lines, oldest file first, decrementing
-    /// `budget`. Returns whether any bytes were consumed (a W3C directive
-    /// consumes bytes without sending a line).
-    pub fn collect(&mut self, budget: &mut usize, opts: &FollowOptions, ship: &dyn Ship) -> bool {
+    /// Ships lines until `budget` is spent, oldest file first. Returns
+    /// whether any bytes were consumed (a W3C directive consumes bytes
+    /// without sending a line).
+    pub fn collect(&mut self, budget: &mut Budget, opts: &FollowOptions, ship: &dyn Ship) -> bool {
         let mut progressed = false;
         let path = &self.path;
         for src in &mut self.sources {
-            while *budget > 0 {
+            while !budget.is_spent() {
                 let last = src.truncated || (src.at_eof && src.is_quiet(opts));
                 if let Some(range) = src.next_line(opts.max_line_bytes, last) {
                     progressed = true;
@@ -449,7 +464,7 @@ impl Tail {
                     match opts.format.parse(&line, &mut src.fields) {
                         Parsed::Body(body) => {
                             ship.send(&opts.module, &body);
-                            *budget -= 1;
+                            budget.spend(body.len());
                         }
                         Parsed::Directive => {}
                     }
@@ -491,5 +506,67 @@ impl Tail {
             path: self.path.clone(),
             sources: self.sources.iter().map(Source::snapshot).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A source over a temp file holding `content`, read to its end.
+    fn source(content: &[u8]) -> (tempfile::NamedTempFile, Source) {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(content).unwrap();
+        let file = File::open(tmp.path()).unwrap();
+        let id = FileId::of(&file.metadata().unwrap());
+        let mut src = Source::open(file, id, 0, None).unwrap();
+        while src.fill().unwrap() > 0 {}
+        (tmp, src)
+    }
+
+    fn lines(src: &mut Source, max_line: usize, last: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(r) = src.next_line(max_line, last) {
+            out.push(String::from_utf8_lossy(&src.buf[r]).into_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn whole_lines_only_crlf_stripped_partial_kept() {
+        let (_tmp, mut src) = source(b"one\r\ntwo\n\nthr");
+        assert_eq!(lines(&mut src, 100, false), ["one", "two", ""]);
+        assert_eq!(src.shipped(), 10, "the partial line is not consumed");
+        assert_eq!(lines(&mut src, 100, true), ["thr"]);
+        assert_eq!(src.shipped(), 13);
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_character_boundaries() {
+        // "é" is two bytes: a cut at byte 5 would split the third one.
+        let (_tmp, mut src) = source("ééééé\nab\n".as_bytes());
+        assert_eq!(lines(&mut src, 5, false), ["éé", "éé", "é", "ab"]);
+    }
+
+    #[test]
+    fn truncation_by_size_and_by_rewritten_head() {
+        let (tmp, mut src) = source(b"aaaa\nbbbb\n");
+        let path = tmp.path().to_path_buf();
+        src.check_truncation(&path);
+        assert!(!src.truncated);
+        // Same length, other content: only the fingerprint can tell.
+        std::fs::write(&path, b"cccc\ndddd\n").unwrap();
+        src.check_truncation(&path);
+        assert!(src.truncated, "a rewritten head is a truncation");
+
+        let (tmp, mut src) = source(b"aaaa\nbbbb\n");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path())
+            .unwrap();
+        f.set_len(3).unwrap();
+        src.check_truncation(tmp.path());
+        assert!(src.truncated, "a shorter file is a truncation");
     }
 }
