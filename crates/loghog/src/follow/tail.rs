@@ -409,8 +409,10 @@ impl Tail {
             Err(e) => self.problem(format!("cannot look at the file: {e}")),
         }
         for src in &mut self.sources {
-            src.restart_if_truncated();
+            // Check first: a truncation found with nothing left to ship
+            // starts over at once, not on the next wake-up.
             src.check_truncation(&self.path);
+            src.restart_if_truncated();
         }
         self.sources.retain(|s| {
             let done = s.is_quiet(opts) && s.consumed == s.buf.len() && s.acked == s.shipped();
