@@ -34,3 +34,6 @@ mod paced;
 
 #[path = "it/package.rs"]
 mod package;
+
+#[path = "it/agent.rs"]
+mod agent;
