@@ -20,3 +20,6 @@ mod tls;
 
 #[path = "it/rotation.rs"]
 mod rotation;
+
+#[path = "it/client.rs"]
+mod client;

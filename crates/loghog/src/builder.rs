@@ -286,7 +286,13 @@ impl Builder {
             max_payload = max_payload.min(UDP_MAX_PAYLOAD);
         }
         Client::start(Parts {
-            encoder: Encoder::new(&self.app_id, &hostname, self.secret.as_deref(), self.compress),
+            encoder: Encoder::new(
+                &self.app_id,
+                &hostname,
+                self.secret.as_deref(),
+                self.compress,
+                max_payload,
+            ),
             settings: Settings {
                 address,
                 transport,

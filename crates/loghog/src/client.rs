@@ -3,6 +3,7 @@
 //! (`worker.rs`) does all the I/O. Handles are cheap clones of one client;
 //! dropping the last one flushes for a bounded time and stops the worker.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -127,16 +128,21 @@ impl Client {
         let wake = if inner.encoder.is_plain() {
             let mut st = inner.shared.lock();
             let start = st.buf.len();
-            inner
+            // Plain frames are never refused here; commit checks their size.
+            let _ = inner
                 .encoder
                 .encode(module, body, stamp, nsecs, &mut st.buf);
             inner.shared.commit(&mut st, start, inner.max_frame)
         } else {
             // HMAC and zlib take microseconds: not under the lock.
             let mut frame = Vec::with_capacity(body.len() + module.len() + 160);
-            inner
+            if !inner
                 .encoder
-                .encode(module, body, stamp, nsecs, &mut frame);
+                .encode(module, body, stamp, nsecs, &mut frame)
+            {
+                inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let mut st = inner.shared.lock();
             let start = st.buf.len();
             st.buf.extend_from_slice(&frame);
@@ -177,10 +183,7 @@ impl Client {
     /// # Ok::<(), loghog::Error>(())
     /// ```
     pub fn dropped(&self) -> u64 {
-        self.inner
-            .shared
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// How many messages are queued or being written right now.

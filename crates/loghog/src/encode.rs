@@ -22,12 +22,20 @@ pub(crate) struct Encoder {
     key: Option<Key>,
     /// zlib-compresses every payload (flag 0x01).
     compress: bool,
+    /// The daemon's limit applies to the payload before compression too.
+    max_payload: usize,
 }
 
 // === impl Encoder ===
 
 impl Encoder {
-    pub(crate) fn new(app_id: &str, hostname: &str, secret: Option<&str>, compress: bool) -> Self {
+    pub(crate) fn new(
+        app_id: &str,
+        hostname: &str,
+        secret: Option<&str>,
+        compress: bool,
+        max_payload: usize,
+    ) -> Self {
         let mut prefix = Vec::with_capacity(64 + app_id.len() + hostname.len());
         prefix.extend_from_slice(br#"{"version":1,"app_id":""#);
         escape(app_id, &mut prefix);
@@ -39,6 +47,7 @@ impl Encoder {
             app_id: app_id.to_owned(),
             key: secret.map(Key::new),
             compress,
+            max_payload,
         }
     }
 
@@ -49,7 +58,16 @@ impl Encoder {
     }
 
     /// Appends one whole frame to `out`. Signs and compresses as configured.
-    pub(crate) fn encode(&self, module: &str, body: &str, stamp: i64, nsecs: i64, out: &mut Vec<u8>) {
+    /// Returns false, appending nothing, for a payload that would inflate
+    /// past the daemon's limit (the caller checks plain frames' size).
+    pub(crate) fn encode(
+        &self,
+        module: &str,
+        body: &str,
+        stamp: i64,
+        nsecs: i64,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let signature = self.key.as_ref().map(|key| {
             key.sign_fields(&Signed {
                 app_id: &self.app_id,
@@ -62,6 +80,9 @@ impl Encoder {
         if self.compress {
             let mut payload = Vec::with_capacity(self.prefix.len() + module.len() + body.len() + 96);
             self.payload(module, body, stamp, nsecs, signature.as_deref(), &mut payload);
+            if payload.len() > self.max_payload {
+                return false;
+            }
             frame::encode(&payload, true, out);
         } else {
             let start = out.len();
@@ -70,6 +91,7 @@ impl Encoder {
             let len = (out.len() - start - HEADER_LEN) as u32;
             out[start..start + 4].copy_from_slice(&len.to_be_bytes());
         }
+        true
     }
 
     /// Appends the JSON object.
@@ -176,7 +198,7 @@ mod tests {
 
     #[test]
     fn every_awkward_string_round_trips() {
-        let e = Encoder::new("a\"pp", "h\\ost", None, false);
+        let e = Encoder::new("a\"pp", "h\\ost", None, false, 1 << 20);
         for body in [
             "",
             "plain",
@@ -213,7 +235,7 @@ mod tests {
 
     #[test]
     fn signed_frames_verify_and_compressed_frames_inflate() {
-        let e = Encoder::new("app-name", "h", Some("01WzaGPu"), true);
+        let e = Encoder::new("app-name", "h", Some("01WzaGPu"), true, 1 << 20);
         let body = "If numbers aren’t beautiful, I don’t know what is. –Paul Erdős";
         let mut out = Vec::new();
         e.encode("web.foo", body, 1358363502, 12043, &mut out);
