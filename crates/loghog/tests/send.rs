@@ -1,7 +1,8 @@
 //! `loghog-send` against the real daemon: with arguments, with standard
 //! input (per line and `--multiline`), over TCP, UDP and TLS, signed and
 //! compressed, and every failure exit (refused, TLS verification, name
-//! resolution, usage).
+//! resolution, usage); and, as this binary has no other client-side TLS,
+//! that a `Logger` ignores what rustls logs on the client's own thread.
 //!
 //! Why here and not in the root package's tests/: cargo sets
 //! `CARGO_BIN_EXE_loghog-send` (and builds that binary, fresh) only for
@@ -272,4 +273,62 @@ fn send_failures_exit_non_zero_with_one_line_saying_why() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--app"));
     assert!(!d.log("app/root.log").exists(), "nothing was delivered");
+}
+
+/// The client never logs its own failures through itself: rustls logs
+/// through `log` while the worker thread makes a TLS connection, and a
+/// `Logger` installed as the process's logger must not queue those records
+/// (they would be sent, fail or succeed, and be logged again). The only
+/// test in this binary that installs a logger.
+#[test]
+fn logger_ignores_what_its_own_worker_logs() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Forwards client-side rustls records (only our worker makes those
+    /// here) and the test's own; counts the rustls ones it saw.
+    struct ClientSide {
+        inner: loghog::Logger,
+        rustls_seen: Arc<AtomicUsize>,
+    }
+    impl log::Log for ClientSide {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            self.inner.enabled(m)
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if r.target().starts_with("rustls::client") {
+                self.rustls_seen.fetch_add(1, Ordering::Relaxed);
+                self.inner.log(r);
+            } else if r.target() == "feedback" {
+                self.inner.log(r);
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    let d = Daemon::start();
+    let client = loghog::Client::builder("app")
+        .address(format!("localhost:{}", d.port("tls")))
+        .tls(cert("client.pem"), cert("loghog-ca.cert"))
+        .build()
+        .unwrap();
+    let rustls_seen = Arc::new(AtomicUsize::new(0));
+    log::set_boxed_logger(Box::new(ClientSide {
+        inner: loghog::Logger::new(client.clone()),
+        rustls_seen: rustls_seen.clone(),
+    }))
+    .unwrap();
+    log::set_max_level(log::LevelFilter::Trace);
+    log::info!(target: "feedback", "first");
+    client.flush(DEADLINE).unwrap();
+    log::info!(target: "feedback", "barrier");
+    client.flush(DEADLINE).unwrap();
+    let got = lines(&d.log("app/root.log"), 2);
+    assert!(
+        rustls_seen.load(Ordering::Relaxed) > 0,
+        "rustls logged nothing during the handshake: this test proves nothing"
+    );
+    assert_eq!(got.len(), 2, "only our two records: {got:#?}");
+    assert!(got[0].ends_with(" - INFO - first") && got[1].ends_with(" - INFO - barrier"), "{got:#?}");
+    log::set_max_level(log::LevelFilter::Off);
 }
