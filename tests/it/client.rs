@@ -69,7 +69,10 @@ fn client_tcp_delivers_in_order_with_module_and_hostname() {
     assert_eq!(bodies(&lines), want);
     assert!(lines.iter().all(|l| parse_line(l).1 == "h1"));
     let web = wait_for_lines(&setup.log("app/web.log"), 5, DEADLINE);
-    assert_eq!(bodies(&web), ["web 0", "web 100", "web 200", "web 300", "web 400"]);
+    assert_eq!(
+        bodies(&web),
+        ["web 0", "web 100", "web 200", "web 300", "web 400"]
+    );
     assert_eq!(client.dropped(), 0);
 
     // Without .hostname(): the machine's name, as Python's gethostname().
@@ -279,7 +282,10 @@ fn client_flush_with_the_daemon_down_returns_at_its_timeout_and_close_is_bounded
     let start = Instant::now();
     let err = client.flush(Duration::from_millis(300)).unwrap_err();
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(300), "returned early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "returned early: {took:?}"
+    );
     assert!(took < DEADLINE);
     match &err {
         Error::Timeout { unsent, cause } => {
@@ -385,7 +391,8 @@ fn client_tracing_integration_end_to_end() {
         tracing::info!(target: "myapp::auth", user = "bob", attempts = 3, "logged in");
         tracing::warn!(target: "myapp::auth", "no fields");
     });
-    let spans = tracing_subscriber::registry().with(loghog::Layer::new(client.clone()).with_spans(true));
+    let spans =
+        tracing_subscriber::registry().with(loghog::Layer::new(client.clone()).with_spans(true));
     tracing::subscriber::with_default(spans, || {
         let outer = tracing::info_span!("request");
         let _o = outer.enter();
@@ -439,7 +446,11 @@ fn client_throughput() {
         client.flush(Duration::from_secs(120)).unwrap();
         let written = start.elapsed();
         let want = (round + 1) * N + 1;
-        let lines = wait_for_lines(&setup.log("bench/web.log"), want - 1, Duration::from_secs(120));
+        let lines = wait_for_lines(
+            &setup.log("bench/web.log"),
+            want - 1,
+            Duration::from_secs(120),
+        );
         let on_disk = start.elapsed();
         assert_eq!(lines.len(), want - 1);
         assert_eq!(client.dropped(), 0);

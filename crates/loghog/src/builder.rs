@@ -332,8 +332,8 @@ fn tls_transport(
     host: &str,
 ) -> Result<Transport, Error> {
     use rustls::pki_types::ServerName;
-    let config =
-        crate::tls::client_config(pem, ca, true).map_err(|e| Error::TlsFiles(std::sync::Arc::new(e)))?;
+    let config = crate::tls::client_config(pem, ca, true)
+        .map_err(|e| Error::TlsFiles(std::sync::Arc::new(e)))?;
     let name = name.unwrap_or(host);
     let server_name = match name.parse::<std::net::IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),

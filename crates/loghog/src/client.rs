@@ -136,10 +136,7 @@ impl Client {
         } else {
             // HMAC and zlib take microseconds: not under the lock.
             let mut frame = Vec::with_capacity(body.len() + module.len() + 160);
-            if !inner
-                .encoder
-                .encode(module, body, stamp, nsecs, &mut frame)
-            {
+            if !inner.encoder.encode(module, body, stamp, nsecs, &mut frame) {
                 inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }

@@ -78,8 +78,16 @@ impl Encoder {
             })
         });
         if self.compress {
-            let mut payload = Vec::with_capacity(self.prefix.len() + module.len() + body.len() + 96);
-            self.payload(module, body, stamp, nsecs, signature.as_deref(), &mut payload);
+            let mut payload =
+                Vec::with_capacity(self.prefix.len() + module.len() + body.len() + 96);
+            self.payload(
+                module,
+                body,
+                stamp,
+                nsecs,
+                signature.as_deref(),
+                &mut payload,
+            );
             if payload.len() > self.max_payload {
                 return false;
             }
@@ -182,7 +190,10 @@ mod tests {
         let h = Header::check(frame, 1 << 20).unwrap();
         assert_eq!(h.frame_len(), frame.len());
         let mut inflater = None;
-        let payload = h.payload(&frame[8..], 1 << 20, &mut inflater).unwrap().to_vec();
+        let payload = h
+            .payload(&frame[8..], 1 << 20, &mut inflater)
+            .unwrap()
+            .to_vec();
         let m = Message::decode(&payload).unwrap();
         Message {
             version: m.version,
@@ -228,7 +239,11 @@ mod tests {
                 let mut w = [b'a'; 8];
                 w[pos] = b;
                 let want = b < 0x20 || b == b'"' || b == b'\\';
-                assert_eq!(needs_escape(u64::from_le_bytes(w)), want, "byte {b:#x} at {pos}");
+                assert_eq!(
+                    needs_escape(u64::from_le_bytes(w)),
+                    want,
+                    "byte {b:#x} at {pos}"
+                );
             }
         }
     }

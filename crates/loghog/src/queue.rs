@@ -365,6 +365,9 @@ mod tests {
             std::thread::yield_now();
         }
         push(&q, 1);
-        assert!(matches!(flusher.join().unwrap(), Err(Error::Dropped { .. })));
+        assert!(matches!(
+            flusher.join().unwrap(),
+            Err(Error::Dropped { .. })
+        ));
     }
 }

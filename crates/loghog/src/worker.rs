@@ -188,11 +188,7 @@ impl Worker {
                 return true;
             }
             st.worker_idle = true;
-            st = self
-                .shared
-                .wake
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
             st.worker_idle = false;
         }
     }
@@ -313,7 +309,8 @@ fn handshake(
     sock.set_read_timeout(Some(settings.connect_timeout))
         .map_err(|e| tls_err(e.to_string()))?;
     while conn.is_handshaking() {
-        conn.complete_io(&mut sock).map_err(|e| tls_err(e.to_string()))?;
+        conn.complete_io(&mut sock)
+            .map_err(|e| tls_err(e.to_string()))?;
     }
     if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
         let window = start.elapsed() * 2 + Duration::from_millis(50);
@@ -343,11 +340,7 @@ fn handshake(
 
 /// Writes the whole batch. On failure: the error and how many bytes are
 /// known to be on the socket.
-fn write(
-    conn: &mut Conn,
-    addr: SocketAddr,
-    batch: &Batch,
-) -> Result<(), (Error, usize)> {
+fn write(conn: &mut Conn, addr: SocketAddr, batch: &Batch) -> Result<(), (Error, usize)> {
     let write_err = |e: io::Error| Error::Write {
         address: addr,
         source: Arc::new(e),
@@ -415,10 +408,7 @@ fn peer_closed(s: &mut TcpStream) -> bool {
         return true;
     }
     let mut buf = [0u8; 64];
-    let gone = match s.read(&mut buf) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        _ => true,
-    };
+    let gone = !matches!(s.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
     gone || s.set_nonblocking(false).is_err()
 }
 

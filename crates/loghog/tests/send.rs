@@ -57,10 +57,8 @@ impl Daemon {
         )
         .unwrap();
         let config =
-            loghogd::config::Config::load(&root.join("loghogd.conf"), &Default::default())
-                .unwrap();
-        let facilities =
-            loghogd::config::FacilityDb::load(&config.main.facilities_config).unwrap();
+            loghogd::config::Config::load(&root.join("loghogd.conf"), &Default::default()).unwrap();
+        let facilities = loghogd::config::FacilityDb::load(&config.main.facilities_config).unwrap();
         for d in [
             &config.main.logdir,
             &config.main.workdir,
@@ -166,24 +164,51 @@ fn send_arguments_and_stdin_lines_and_multiline() {
     let d = Daemon::start();
     let port = d.port("tcp");
     let out = send(
-        &["--app", "app", "--module", "web", "--port", &port, "--hostname", "h1", "one", "two"],
+        &[
+            "--app",
+            "app",
+            "--module",
+            "web",
+            "--port",
+            &port,
+            "--hostname",
+            "h1",
+            "one",
+            "two",
+        ],
         "",
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
     let web = lines(&d.log("app/web.log"), 2);
-    assert_eq!(web.iter().map(|l| tail(l)).collect::<Vec<_>>(), ["h1 - one", "h1 - two"]);
+    assert_eq!(
+        web.iter().map(|l| tail(l)).collect::<Vec<_>>(),
+        ["h1 - one", "h1 - two"]
+    );
 
     let addr = format!("127.0.0.1:{port}");
     let stdin: String = (0..1000).map(|i| format!("line {i}\n")).collect();
-    let out = send(&["--app", "app", "--address", &addr, "--hostname", "h2"], &stdin);
+    let out = send(
+        &["--app", "app", "--address", &addr, "--hostname", "h2"],
+        &stdin,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let root = lines(&d.log("app/root.log"), 1000);
     let want: Vec<String> = (0..1000).map(|i| format!("h2 - line {i}")).collect();
     assert_eq!(root.iter().map(|l| tail(l)).collect::<Vec<_>>(), want);
 
     let out = send(
-        &["--app", "app", "--module", "web", "--address", &addr, "--hostname", "h3", "--multiline"],
+        &[
+            "--app",
+            "app",
+            "--module",
+            "web",
+            "--address",
+            &addr,
+            "--hostname",
+            "h3",
+            "--multiline",
+        ],
         "first\nsecond\n",
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -199,14 +224,33 @@ fn send_over_tls_udp_signed_and_compressed() {
     let tls_port = d.port("tls");
     let out = send(
         &[
-            "--app", "app", "--tls", "--pem", pem.to_str().unwrap(), "--cacert",
-            ca.to_str().unwrap(), "--port", &tls_port, "--hostname", "t", "over tls",
+            "--app",
+            "app",
+            "--tls",
+            "--pem",
+            pem.to_str().unwrap(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--port",
+            &tls_port,
+            "--hostname",
+            "t",
+            "over tls",
         ],
         "",
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = send(
-        &["--app", "app", "--udp", "--port", &d.port("udp"), "--hostname", "u", "over udp"],
+        &[
+            "--app",
+            "app",
+            "--udp",
+            "--port",
+            &d.port("udp"),
+            "--hostname",
+            "u",
+            "over udp",
+        ],
         "",
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -221,8 +265,16 @@ fn send_over_tls_udp_signed_and_compressed() {
     std::fs::write(&secret, "from-a-file\n").unwrap();
     let out = send(
         &[
-            "--app", "signed", "--port", &d.port("tcp"), "--secret-file",
-            secret.to_str().unwrap(), "--compress", "--hostname", "s", "signed and compressed",
+            "--app",
+            "signed",
+            "--port",
+            &d.port("tcp"),
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--compress",
+            "--hostname",
+            "s",
+            "signed and compressed",
         ],
         "",
     );
@@ -245,27 +297,65 @@ fn send_failures_exit_non_zero_with_one_line_saying_why() {
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
         assert!(err.starts_with("loghog-send: "), "{err}");
         for n in needles {
-            assert!(err.to_lowercase().contains(n), "{args:?}: no {n:?} in {err}");
+            assert!(
+                err.to_lowercase().contains(n),
+                "{args:?}: no {n:?} in {err}"
+            );
         }
     };
     check(
-        &["--app", "app", "--host", "127.0.0.1", "--port", &dead, "hello"],
+        &[
+            "--app",
+            "app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &dead,
+            "hello",
+        ],
         &["cannot connect", "refused"],
     );
     check(
-        &["--app", "app", "--host", "no-such-host.invalid", "--port", "5566", "hello"],
+        &[
+            "--app",
+            "app",
+            "--host",
+            "no-such-host.invalid",
+            "--port",
+            "5566",
+            "hello",
+        ],
         &["cannot resolve", "no-such-host.invalid"],
     );
     let (pem, other_ca) = (cert("client.pem"), cert("other-ca.cert"));
     check(
         &[
-            "--app", "app", "--tls", "--pem", pem.to_str().unwrap(), "--cacert",
-            other_ca.to_str().unwrap(), "--host", "localhost", "--port", &d.port("tls"), "hello",
+            "--app",
+            "app",
+            "--tls",
+            "--pem",
+            pem.to_str().unwrap(),
+            "--cacert",
+            other_ca.to_str().unwrap(),
+            "--host",
+            "localhost",
+            "--port",
+            &d.port("tls"),
+            "hello",
         ],
         &["tls handshake", "certificate"],
     );
     check(
-        &["--app", "app", "--tls", "--pem", "/nonexistent.pem", "--cacert", "/nonexistent.cert", "x"],
+        &[
+            "--app",
+            "app",
+            "--tls",
+            "--pem",
+            "/nonexistent.pem",
+            "--cacert",
+            "/nonexistent.cert",
+            "x",
+        ],
         &["/nonexistent.pem"],
     );
     // Usage errors are clap's: exit 2.
@@ -329,6 +419,9 @@ fn logger_ignores_what_its_own_worker_logs() {
         "rustls logged nothing during the handshake: this test proves nothing"
     );
     assert_eq!(got.len(), 2, "only our two records: {got:#?}");
-    assert!(got[0].ends_with(" - INFO - first") && got[1].ends_with(" - INFO - barrier"), "{got:#?}");
+    assert!(
+        got[0].ends_with(" - INFO - first") && got[1].ends_with(" - INFO - barrier"),
+        "{got:#?}"
+    );
     log::set_max_level(log::LevelFilter::Off);
 }
