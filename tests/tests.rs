@@ -37,3 +37,6 @@ mod package;
 
 #[path = "it/agent.rs"]
 mod agent;
+
+#[path = "it/client.rs"]
+mod client;

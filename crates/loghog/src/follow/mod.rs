@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use parse::Format;
+pub use parse::{Format, UnknownFormat};
 pub use state::StateError;
 pub use watch::WatchMode;
 
@@ -45,6 +45,20 @@ pub trait Ship {
     /// # Errors
     /// Any reason the queue could not be written (daemon down, timeout).
     fn flush(&self, timeout: Duration) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// The client ships the agent's lines: `flush` is Ok once every line
+/// queued before it reached the daemon's socket; on an error the lines stay
+/// queued in the client, which never drops them as long as a batch fits its
+/// `max_buffer` (see [`FollowOptions::max_batch_lines`]).
+impl Ship for crate::Client {
+    fn send(&self, module: &str, body: &str) {
+        crate::Client::send(self, module, body);
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        crate::Client::flush(self, timeout).map_err(Into::into)
+    }
 }
 
 /// How to follow.
