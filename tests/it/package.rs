@@ -324,7 +324,7 @@ const PY_FACILITIES: &str = "[pyapp]\nrotate = daily\nbackup_count = 3\n\n\
                              [pyapp:web.requests]\nrotate = daily\nbackup_count = 3\n";
 
 #[test]
-fn certificate_commands_make_what_the_daemon_and_python_accept() {
+fn certificate_commands_make_what_the_daemon_python_and_rust_accept() {
     let Some(py) = python() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let certs = tmp.path().join("certs");
@@ -432,6 +432,23 @@ fn certificate_commands_make_what_the_daemon_and_python_accept() {
         total += n;
         wait_for_lines(&setup.log("pyapp/web.log"), total, DEADLINE);
     }
+    // The Rust client takes the same files (and checks the host name: the
+    // server certificate names 127.0.0.1).
+    let client = loghog::Client::builder("pyapp")
+        .address(format!("127.0.0.1:{port}"))
+        .tls(&pem, &ca)
+        .build()
+        .expect("Rust client with the generated certificate");
+    for i in 0..4 {
+        client.send("web", &format!("from rust {i}"));
+    }
+    client
+        .flush(DEADLINE)
+        .expect("the Rust client's messages reached the daemon");
+    drop(client);
+    total += 4;
+    wait_for_lines(&setup.log("pyapp/web.log"), total, DEADLINE);
+
     // The v1 original is refused during the handshake.
     let _ = python_tls(&py, port, &v1, &ca, 1);
     d.wait_for_log_count("tls handshake refused", 1);
