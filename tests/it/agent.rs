@@ -182,21 +182,8 @@ impl Agent {
     /// Asks the agent to stop and waits (bounded); panics if `run` failed.
     fn stop(&mut self) {
         self.shutdown.store(true, Ordering::Relaxed);
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        let start = Instant::now();
-        while !thread.is_finished() {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "agent did not stop within {DEADLINE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("follow::run failed: {e}"),
-            Err(_) => panic!("the agent's thread panicked"),
+        if let Some(thread) = self.thread.take() {
+            join_within(thread, "follow::run");
         }
     }
 }

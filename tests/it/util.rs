@@ -673,22 +673,30 @@ impl InProcess {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        let start = Instant::now();
-        while !thread.is_finished() {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "daemon did not stop within {DEADLINE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
+        if let Some(thread) = self.thread.take() {
+            join_within(thread, "daemon::run");
         }
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("daemon::run failed: {e}"),
-            Err(_) => panic!("the daemon's runtime thread panicked"),
-        }
+    }
+}
+
+/// Joins `thread` (which runs `what`), waiting at most [`DEADLINE`]; panics
+/// if it does not finish, panicked, or returned an error.
+pub fn join_within<E: std::fmt::Display>(
+    thread: std::thread::JoinHandle<Result<(), E>>,
+    what: &str,
+) {
+    let start = Instant::now();
+    while !thread.is_finished() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what} did not stop within {DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{what} failed: {e}"),
+        Err(_) => panic!("the thread running {what} panicked"),
     }
 }
 
