@@ -425,3 +425,93 @@ fn logger_ignores_what_its_own_worker_logs() {
     );
     log::set_max_level(log::LevelFilter::Off);
 }
+
+/// `loghog-send --follow` as an operator runs it: the agent ships lines
+/// appended after it started (not the file's old content), follows a
+/// rename rotation, keeps its state file, and SIGTERM stops it with exit 0.
+#[test]
+fn follow_ships_appended_lines_through_a_rotation_and_stops_on_sigterm() {
+    use std::io::BufRead;
+
+    let d = Daemon::start();
+    let dir = d.dir.path().join("app-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("access.log");
+    let state = dir.join("agent.state");
+    std::fs::write(&file, "old line, there before the agent\n").unwrap();
+    let address = format!("127.0.0.1:{}", d.port("tcp"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loghog-send"))
+        .args([
+            "--app",
+            "app",
+            "--module",
+            "web",
+            "--address",
+            &address,
+            "--follow",
+        ])
+        .arg(&file)
+        .arg("--state")
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The agent says when it has taken its first look at the files.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let start = Instant::now();
+    while !seen.contains("following") {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the agent never started:\n{seen}"
+        );
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    }
+    let append = |text: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    append("new 1\nnew 2\n");
+    lines(&d.log("app/web.log"), 2);
+    std::fs::rename(&file, dir.join("access.log.1")).unwrap();
+    std::fs::write(&file, "after rotation\n").unwrap();
+    let got = lines(&d.log("app/web.log"), 3);
+    let bodies: Vec<&str> = got
+        .iter()
+        .map(|l| tail(l).split(" - ").nth(1).unwrap())
+        .collect();
+    assert_eq!(bodies, ["new 1", "new 2", "after rotation"]);
+    assert!(state.is_file(), "no state file");
+
+    let st = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("the agent did not stop on SIGTERM within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(status.success(), "agent exit status {status:?}");
+}
