@@ -131,6 +131,35 @@ fn man_pages_name_every_config_key() {
     );
 }
 
+/// Every `--flag` of loghog-send (the fields of its clap `Args` marked
+/// `long`, read from the source: the binary belongs to another package)
+/// is in loghog-send(1).
+#[test]
+fn man_page_of_loghog_send_names_every_flag() {
+    let src = read(&repo("crates/loghog/src/bin/loghog-send.rs"));
+    let args = &src[src.find("struct Args").expect("struct Args")..];
+    let args = &args[..args.find("\n}\n").expect("end of Args")];
+    let mut flags = Vec::new();
+    let mut long = false;
+    for line in args.lines().map(str::trim) {
+        if line.starts_with("#[arg(") {
+            long |= line.contains("long");
+        } else if let Some((field, _)) = line.split_once(':') {
+            if long && !line.starts_with("//") {
+                flags.push(format!("--{}", field.trim().replace('_', "-")));
+            }
+            long = false;
+        }
+    }
+    assert!(flags.len() >= 15, "parsed only {flags:?}");
+    let man = page("loghog-send.1");
+    let missing: Vec<_> = flags.iter().filter(|f| !has_word(&man, f)).collect();
+    assert!(
+        missing.is_empty(),
+        "man/loghog-send.1 does not describe {missing:?}"
+    );
+}
+
 #[test]
 fn every_man_page_is_packaged_and_every_packaged_page_exists() {
     let on_disk: BTreeSet<String> = std::fs::read_dir(repo("man"))
