@@ -1339,6 +1339,9 @@ fn bad_frame_logging_is_rate_limited() {
     }
     bytes.extend(simple("app", "after the flood"));
     send_tcp(d.tcp_addr(), &bytes);
+    // TCP's flood is read before any datagram is sent, so its warnings come
+    // first (otherwise UDP's may use up the allowance: seen in CI).
+    wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
     let dgrams: Vec<Vec<u8>> = (0..100).map(|_| payload_frame(b"[]", 0)).collect();
     send_udp(d.udp_addr(), &dgrams);
     send_udp(d.udp_addr(), &[simple("app", "udp after the flood")]);
@@ -1349,7 +1352,7 @@ fn bad_frame_logging_is_rate_limited() {
     let err = d.stop();
     let new: Vec<&str> = err.lines().skip(before).collect();
     // A dropped frame is logged ("one clear line goes to the daemon's own
-    // log"), but the warnings are rate-limited (TCP's flood comes first and
+    // log"), but the warnings are rate-limited (TCP's flood came first and
     // may use up the allowance, so UDP's need not appear).
     assert!(
         new.iter()
