@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, FacilityDb};
 use crate::input::tls::TlsSetup;
 use crate::input::{self, InputCtx, Listeners};
-use crate::output::file::{path, scheduler, WriterCtx, Writers};
+use crate::output::file::{open::OpenFiles, path, scheduler, WriterCtx, Writers};
 use crate::output::Outputs;
 use crate::ratelimit::RateLimit;
 use crate::router::RouterCtx;
@@ -321,6 +321,10 @@ pub async fn run(
         compress_tracker: compress_tracker.clone(),
         new_file: Arc::new(tokio::sync::Notify::new()),
         clock: clock.clone(),
+        open_files: OpenFiles::new(open_files_budget(limits.max_open_files), stats.clone()),
+        max_files_per_app: limits.max_files_per_app,
+        file_idle: limits.file_idle,
+        registry: Default::default(),
     }));
     let router = Arc::new(RouterCtx {
         outputs: Outputs {
@@ -676,6 +680,33 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// `max_open_files`, held to a quarter of the descriptors the process may
+/// have: the rest is for connections, the state file, compression and the
+/// daemon's own log, so log files can never take the descriptors accepting
+/// needs.
+fn open_files_budget(configured: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    let budget = configured.min((soft / 4).max(16));
+    if budget < configured {
+        info!(
+            max_open_files = configured,
+            used = budget,
+            nofile = soft,
+            "max_open_files lowered to a quarter of the open-files limit (raise LimitNOFILE to use more)"
+        );
+    }
+    budget
 }
 
 /// The pid file: written at start, removed when dropped.

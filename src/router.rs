@@ -22,7 +22,7 @@ use tracing::warn;
 
 use crate::config::{Facility, FacilityDb};
 use crate::escape::esc;
-use crate::output::{file::line, Batch, Handle, Outputs, Refused};
+use crate::output::{file::line, Batch, Handle, NoOutput, Outputs, Refused};
 use crate::ratelimit::RateLimit;
 use crate::record::{Auth, Record, Transport};
 use crate::stats::Stats;
@@ -44,6 +44,10 @@ const FEW_ROUTES: usize = 64;
 /// Forget a reader's routes once it has more than this many (a relay
 /// sending for ever new hosts), so their handles and buffers stay bounded.
 const MAX_ROUTES: usize = 4096;
+
+/// Forget a reader's routes this often: a cached route holds its file's
+/// writer alive, and a writer for a file nobody writes should end.
+const ROUTES_FOR: Duration = Duration::from_secs(30);
 
 /// What all routers share.
 #[derive(Debug)]
@@ -97,6 +101,8 @@ pub(crate) struct Router {
     pending_bytes: usize,
     /// The last (app_id, module) looked up and its facility.
     last_route: Option<(Box<str>, Box<str>, Arc<Facility>)>,
+    /// When `routes` was last emptied.
+    routes_since: std::time::Instant,
 }
 
 // === impl Router ===
@@ -121,6 +127,7 @@ impl Router {
             counts: Counts::default(),
             pending_bytes: 0,
             last_route: None,
+            routes_since: std::time::Instant::now(),
         }
     }
 
@@ -140,8 +147,11 @@ impl Router {
             self.db = self.facilities.borrow_and_update().clone();
             self.routes.clear();
             self.last_route = None;
-        } else if self.routes.len() > MAX_ROUTES {
+        } else if self.routes.len() > MAX_ROUTES
+            || (self.routes.len() > 0 && self.routes_since.elapsed() >= ROUTES_FOR)
+        {
             self.routes.clear();
+            self.routes_since = std::time::Instant::now();
         }
     }
 
@@ -302,23 +312,43 @@ impl Router {
         })
     }
 
-    /// The output behind a route went away (an idle writer ended): get a
-    /// fresh handle and retry once.
+    /// The output behind a route went away (an idle writer ended, or none
+    /// could be had when the route was made): get a fresh handle and retry
+    /// once; what still finds no output is counted under its reason.
     async fn resend(&mut self, i: usize, batch: Batch) {
         let route = &self.routes.list[i];
-        let outputs = &self.ctx.outputs;
         let mut batch = batch;
-        if let Some(output) = outputs.handle(&route.facility, route.host.as_deref()) {
-            self.routes.list[i].output = output.clone();
-            match output.send(batch).await {
-                Ok(()) => return,
-                Err(Refused::Closed(back) | Refused::Full(back)) => batch = back,
+        let reason = match self
+            .ctx
+            .outputs
+            .handle(&route.facility, route.host.as_deref())
+        {
+            Ok(output) => {
+                self.routes.list[i].output = output.clone();
+                match output.send(batch).await {
+                    Ok(()) => return,
+                    Err(Refused::Closed(back) | Refused::Full(back)) => batch = back,
+                }
+                NoOutput::ShuttingDown
             }
-        }
+            Err(reason) => reason,
+        };
         let route = &self.routes.list[i];
         let lost = batch.count as u64;
-        self.ctx.stats.write_errors.fetch_add(lost, Relaxed);
-        warn!(app_id = %route.facility.app_id, module = %route.facility.module, lost, "no output for the route (shutting down); batch lost");
+        let s = &self.ctx.stats;
+        match reason {
+            NoOutput::ShuttingDown => {
+                s.lost_at_stop.fetch_add(lost, Relaxed);
+                warn!(app_id = %route.facility.app_id, module = %route.facility.module, lost, "no output for the route (shutting down); batch lost");
+            }
+            NoOutput::TooManyFiles => {
+                s.too_many_files.fetch_add(lost, Relaxed);
+                if let Some(suppressed) = self.ctx.limiter.check() {
+                    let host = route.host.as_deref().map(esc);
+                    warn!(app_id = %route.facility.app_id, host = ?host, lost, suppressed, "dropped lines for a new file: the app is at max_files_per_app");
+                }
+            }
+        }
     }
 
     fn publish_counts(&mut self) {
@@ -424,7 +454,7 @@ impl Route {
         // holds a closed handle and its lines are counted as lost.
         let output = outputs
             .handle(facility, host)
-            .unwrap_or_else(Handle::closed);
+            .unwrap_or_else(|_| Handle::closed());
         Route {
             facility: facility.clone(),
             host: host.map(Box::from),
@@ -462,6 +492,10 @@ impl RouterCtx {
             compress_tracker: Default::default(),
             new_file: Default::default(),
             clock: Default::default(),
+            open_files: crate::output::file::open::OpenFiles::new(16, stats.clone()),
+            max_files_per_app: 10,
+            file_idle: Duration::from_secs(60),
+            registry: Default::default(),
         });
         writers.close();
         // The sender may go: a dropped sender reads as "never reloaded".

@@ -30,7 +30,34 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// TLS handshakes refused.
     pub tls_refused: AtomicU64,
+    /// Lines dropped because their app was at `max_files_per_app`.
+    pub too_many_files: AtomicU64,
+    /// Lines a reader still held when shutdown left no output to take them.
+    pub lost_at_stop: AtomicU64,
+    /// Writes that failed and are held for a retry (disk full, EIO): no
+    /// line is lost by these, senders wait.
+    pub write_retries: AtomicU64,
+    /// Live files found deleted or renamed under the daemon and reopened.
+    pub files_reopened: AtomicU64,
+    /// Gauge: writer tasks alive (one per live file in use).
+    pub writers: AtomicU64,
+    /// Gauge: log files open now (at most `max_open_files`).
+    pub open_files: AtomicU64,
 }
+
+/// The values that go up and down (the rest only go up).
+pub const GAUGES: &[&str] = &["writers", "open_files"];
+
+/// The counters that count lost messages, one per reason.
+pub const DROP_REASONS: &[&str] = &[
+    "bad_frames",
+    "bad_signature",
+    "unknown_app",
+    "udp_dropped",
+    "write_errors",
+    "too_many_files",
+    "lost_at_stop",
+];
 
 // === impl Stats ===
 
@@ -65,7 +92,15 @@ impl Stats {
         out
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 10] {
+    /// Calls `f(reason, value)` for every counter of dropped messages: each
+    /// loss the daemon knows of is counted under exactly one of these.
+    pub fn for_each_drop(&self, mut f: impl FnMut(&'static str, u64)) {
+        for name in DROP_REASONS {
+            f(name, self.get(name).unwrap_or(0));
+        }
+    }
+
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 16] {
         [
             (
                 "received",
@@ -113,6 +148,28 @@ impl Stats {
                 &self.connections,
             ),
             ("tls_refused", "TLS handshakes refused", &self.tls_refused),
+            (
+                "too_many_files",
+                "lines dropped: their app was at max_files_per_app",
+                &self.too_many_files,
+            ),
+            (
+                "lost_at_stop",
+                "lines lost: shutdown left no output to take them",
+                &self.lost_at_stop,
+            ),
+            (
+                "write_retries",
+                "failed writes held for a retry (nothing lost)",
+                &self.write_retries,
+            ),
+            (
+                "files_reopened",
+                "live files found deleted or renamed and reopened",
+                &self.files_reopened,
+            ),
+            ("writers", "writer tasks alive", &self.writers),
+            ("open_files", "log files open now", &self.open_files),
         ]
     }
 }
@@ -136,6 +193,7 @@ mod tests {
         assert_eq!(unique.len(), names.len());
         assert_eq!(s.get("written"), Some(7));
         assert_eq!(s.get("nope"), None);
+        s.for_each_drop(|reason, _| assert!(names.contains(&reason), "{reason}"));
         assert!(s.summary().starts_with("received=0 written=7 "));
     }
 }

@@ -20,6 +20,7 @@ const KNOWN_KEYS: &[&str] = &[
     "flush_every",
     "file_per_host",
     "secret",
+    "sync",
 ];
 
 /// One facility: an app's root or a module of it (SPEC §2).
@@ -39,6 +40,8 @@ pub struct Facility {
     pub flush_every: u32,
     /// One file per sending host.
     pub file_per_host: bool,
+    /// When the live file is fsynced (what survives a power cut).
+    pub sync: SyncPolicy,
     /// HMAC-MD5 key messages must be signed with. Never printed.
     pub secret: Option<loghog_protocol::Key>,
 }
@@ -93,6 +96,7 @@ impl std::fmt::Debug for Facility {
             .field("max_size", &self.max_size)
             .field("flush_every", &self.flush_every)
             .field("file_per_host", &self.file_per_host)
+            .field("sync", &self.sync)
             .field(
                 "secret",
                 &format_args!(
@@ -343,6 +347,19 @@ fn read_facility(
         Some(v) => Some(loghog_protocol::Key::new(v)),
         None => root.and_then(|r| r.secret.clone()),
     };
+    let sync = match own("sync") {
+        Some("") => SyncPolicy::Never,
+        Some(v) => SyncPolicy::parse(v).ok_or_else(|| {
+            error(
+                "sync",
+                format!(
+                    "sync = \"{v}\" is not valid; use never, rotate, or a number of seconds \
+                     from 1 to 86400 (e.g. \"sync = 5\")"
+                ),
+            )
+        })?,
+        None => root.map_or(SyncPolicy::Never, |r| r.sync),
+    };
     if rotate.is_size() && max_size.is_none() {
         return Err(error(
             "max_size",
@@ -357,8 +374,43 @@ fn read_facility(
         max_size,
         flush_every,
         file_per_host,
+        sync,
         secret,
     })
+}
+
+/// `sync`: when a facility's live file is flushed to the disk with fsync.
+/// Lines handed to the OS survive a crash of the daemon either way; only
+/// a power cut or kernel crash loses what was not yet synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Never by schedule (the OS writes back within ~30 s); the file is
+    /// still synced when the daemon closes it. Today's behaviour.
+    #[default]
+    Never,
+    /// Also before each rotation, so every backup is whole on disk.
+    Rotate,
+    /// At most this long after a line is written, and before rotation.
+    Every(std::time::Duration),
+}
+
+impl SyncPolicy {
+    fn parse(v: &str) -> Option<SyncPolicy> {
+        match v.to_ascii_lowercase().as_str() {
+            "never" | "no" => Some(SyncPolicy::Never),
+            "rotate" => Some(SyncPolicy::Rotate),
+            n => n
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=86_400).contains(n))
+                .map(|n| SyncPolicy::Every(std::time::Duration::from_secs(n))),
+        }
+    }
+
+    /// Whether a rotation fsyncs the file before renaming it.
+    pub fn at_rotation(self) -> bool {
+        self != SyncPolicy::Never
+    }
 }
 
 #[cfg(test)]
@@ -629,6 +681,8 @@ secret = my-big-secret
                 "needs max_size",
             ),
             ("[app]\nrotate daily\n", "line 2", "is not a [section]"),
+            ("[app]\nrotate = daily\nbackup_count = 1\nsync = always\n", "[app] sync (line 4)", "never, rotate, or a number of seconds"),
+            ("[app]\nrotate = daily\nbackup_count = 1\nsync = 0\n", "[app] sync (line 4)", "from 1 to 86400"),
         ];
         for (text, place, fix) in table {
             let err = parse_err(text);
@@ -640,5 +694,27 @@ secret = my-big-secret
             assert_eq!(err.place, place, "{text}");
             assert!(err.problem.contains(fix), "{text}: {}", err.problem);
         }
+    }
+
+    #[test]
+    fn sync_policy_is_read_and_inherited() {
+        let db = parse(
+            "[app]\nrotate = daily\nbackup_count = 1\nsync = 5\n\
+             [app:web]\n[app:api]\nsync = rotate\n[app:raw]\nsync = never\n\
+             [plain]\nrotate = daily\nbackup_count = 1\n",
+        );
+        let sync = |app: &str, m: &str| db.lookup(app, m).unwrap().sync;
+        assert_eq!(
+            sync("app", ""),
+            SyncPolicy::Every(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(
+            sync("app", "web"),
+            SyncPolicy::Every(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(sync("app", "api"), SyncPolicy::Rotate);
+        assert_eq!(sync("app", "raw"), SyncPolicy::Never);
+        assert_eq!(sync("plain", ""), SyncPolicy::Never);
+        assert!(SyncPolicy::Rotate.at_rotation() && !SyncPolicy::Never.at_rotation());
     }
 }

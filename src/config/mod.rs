@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use facility::{Facility, FacilityDb};
+pub use facility::{Facility, FacilityDb, SyncPolicy};
 pub use warning::ConfigWarning;
 
 use crate::compress::Codec;
@@ -50,6 +50,8 @@ const KNOWN: &[(&str, &[&str])] = &[
             "max_connections",
             "handshake_timeout",
             "shutdown_timeout",
+            "max_open_files",
+            "max_files_per_app",
         ],
     ),
     // The old daemon kept rotation times in a file named here; ours live in
@@ -156,6 +158,17 @@ pub struct Limits {
     pub compress_grace: Duration,
     /// Backup compressions at once (each takes a core).
     pub compression_jobs: usize,
+    /// `[server] max_open_files`: log files held open at once. Past it the
+    /// least recently written one is closed (and reopened on its next
+    /// line), so many files never exhaust the descriptors connections need.
+    pub max_open_files: usize,
+    /// `[server] max_files_per_app`: live files (hosts, with
+    /// `file_per_host`) one application may have in use at once; lines for
+    /// a new host past it are dropped and counted (`too_many_files`).
+    pub max_files_per_app: usize,
+    /// A log file nobody wrote to for this long is closed and its writer
+    /// task ends (reopened on its next line).
+    pub file_idle: Duration,
 }
 
 impl Default for Limits {
@@ -166,6 +179,9 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             compress_grace: Duration::from_secs(5),
             compression_jobs: 1,
+            max_open_files: 1024,
+            max_files_per_app: 10_000,
+            file_idle: Duration::from_secs(60),
         }
     }
 }
@@ -466,6 +482,9 @@ fn read_limits(r: &Reader<'_>) -> Result<Limits, ConfigError> {
             as usize,
         handshake_timeout: secs("handshake_timeout", d.handshake_timeout, 3600)?,
         shutdown_grace: secs("shutdown_timeout", d.shutdown_grace, 3600)?,
+        max_open_files: r.number("max_open_files", d.max_open_files as u64, 16, 1 << 20)? as usize,
+        max_files_per_app: r.number("max_files_per_app", d.max_files_per_app as u64, 1, 1 << 24)?
+            as usize,
         ..d
     })
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::Facility;
+pub(crate) use file::NoOutput;
 
 /// Formatted lines for one destination, from one reader, in arrival order.
 #[derive(Debug)]
@@ -93,9 +94,16 @@ pub(crate) struct Outputs {
 
 impl Outputs {
     /// The handle for `facility` (and `host`, for `file_per_host`), starting
-    /// its output on first use. `None` once shutdown has begun.
-    pub(crate) fn handle(&self, facility: &Arc<Facility>, host: Option<&str>) -> Option<Handle> {
+    /// its output on first use.
+    ///
+    /// # Errors
+    /// Why there is none: shutdown began, or the app has too many files.
+    pub(crate) fn handle(
+        &self,
+        facility: &Arc<Facility>,
+        host: Option<&str>,
+    ) -> Result<Handle, NoOutput> {
         let tx = self.files.sender_for(facility, host)?;
-        Some(Handle { tx })
+        Ok(Handle { tx })
     }
 }

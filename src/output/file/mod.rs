@@ -5,14 +5,18 @@
 //!
 //! The registry lock is taken only when a reader meets a file it has no
 //! sender for yet; lines themselves go over each file's bounded queue.
+//! Writers for idle files end and leave the registry; open descriptors are
+//! held to `max_open_files` by [`open::OpenFiles`].
 
 pub(crate) mod line;
+pub(crate) mod open;
 pub(crate) mod path;
 pub(crate) mod scheduler;
 pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -75,15 +79,43 @@ pub(crate) struct WriterCtx {
     pub(crate) new_file: Arc<Notify>,
     /// The wall clock rotation decisions read (a test clock in tests).
     pub(crate) clock: Clock,
+    /// `[server] max_open_files`: descriptors all writers may hold.
+    pub(crate) open_files: Arc<open::OpenFiles>,
+    /// `[server] max_files_per_app`.
+    pub(crate) max_files_per_app: usize,
+    /// A file not written to for this long is closed and its writer ends.
+    pub(crate) file_idle: std::time::Duration,
+    /// Every writer task by path (filled by [`Writers::new`]).
+    pub(crate) registry: Registry,
+}
+
+/// Why no output could be had for a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoOutput {
+    /// Shutdown began: no new writer is started after the final drain.
+    ShuttingDown,
+    /// The application already has `max_files_per_app` files in use.
+    TooManyFiles,
 }
 
 /// The registry of writer tasks, keyed by output path.
 #[derive(Debug)]
 pub(crate) struct Writers {
-    /// Open channels to writer tasks. `None` once shutdown has begun, so no
-    /// new writer is spawned after the final drain started.
-    map: Mutex<Option<HashMap<PathBuf, mpsc::Sender<Command>>>>,
     ctx: Arc<WriterCtx>,
+}
+
+/// Open channels to writer tasks. `None` once shutdown has begun, so no new
+/// writer is spawned after the final drain started.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    map: Mutex<Option<RegistryMap>>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryMap {
+    files: HashMap<PathBuf, mpsc::Sender<Command>>,
+    /// Files in use per application, for `max_files_per_app`.
+    per_app: HashMap<Box<str>, usize>,
 }
 
 // === impl Writers ===
@@ -91,10 +123,8 @@ pub(crate) struct Writers {
 impl Writers {
     /// An empty registry writing under `ctx.logdir`.
     pub(crate) fn new(ctx: WriterCtx) -> Writers {
-        Writers {
-            map: Mutex::new(Some(HashMap::new())),
-            ctx: Arc::new(ctx),
-        }
+        *ctx.registry.map.lock().unwrap_or_else(|e| e.into_inner()) = Some(RegistryMap::default());
+        Writers { ctx: Arc::new(ctx) }
     }
 
     /// The shared writer context.
@@ -117,42 +147,68 @@ impl Writers {
         )
     }
 
-    /// The sender for the file of `facility` and `host`.
+    /// The sender for the file of `facility` and `host`, spawning its
+    /// writer on first use unless the app is at `max_files_per_app`.
     pub(crate) fn sender_for(
         &self,
         facility: &Arc<Facility>,
         host: Option<&str>,
-    ) -> Option<mpsc::Sender<Command>> {
-        self.sender(&self.path_for(facility, host), facility)
+    ) -> Result<mpsc::Sender<Command>, NoOutput> {
+        self.get_or_spawn(&self.path_for(facility, host), facility, true)
     }
 
-    /// The sender for `path`, spawning its writer task on first use.
-    /// `None` after [`Writers::close`].
+    /// The sender for `path`, spawning its writer task on first use (the
+    /// scheduler: a due rotation is never refused). `None` after
+    /// [`Writers::close`].
     pub(crate) fn sender(
         &self,
         path: &Path,
         facility: &Arc<Facility>,
     ) -> Option<mpsc::Sender<Command>> {
-        let mut guard = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let map = guard.as_mut()?;
-        if let Some(tx) = map.get(path) {
-            if !tx.is_closed() {
-                return Some(tx.clone());
-            }
+        self.get_or_spawn(path, facility, false).ok()
+    }
+
+    fn get_or_spawn(
+        &self,
+        path: &Path,
+        facility: &Arc<Facility>,
+        capped: bool,
+    ) -> Result<mpsc::Sender<Command>, NoOutput> {
+        let mut guard = self.ctx.registry.lock();
+        let map = guard.as_mut().ok_or(NoOutput::ShuttingDown)?;
+        if let Some(tx) = map.files.get(path) {
+            return Ok(tx.clone());
+        }
+        let in_use = map
+            .per_app
+            .get(facility.app_id.as_str())
+            .copied()
+            .unwrap_or(0);
+        if capped && in_use >= self.ctx.max_files_per_app {
+            return Err(NoOutput::TooManyFiles);
         }
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
         let file = writer::LogFile::new(path.to_path_buf(), facility.clone(), self.ctx.clone());
+        self.ctx.stats.writers.fetch_add(1, Relaxed);
         self.ctx.tracker.spawn(file.run(rx));
-        map.insert(path.to_path_buf(), tx.clone());
-        Some(tx)
+        map.files.insert(path.to_path_buf(), tx.clone());
+        *map.per_app
+            .entry(facility.app_id.as_str().into())
+            .or_default() += 1;
+        Ok(tx)
     }
 
     /// Senders of every writer alive now.
     pub(crate) fn all(&self) -> Vec<(PathBuf, mpsc::Sender<Command>)> {
-        let guard = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.ctx.registry.lock();
         guard
             .as_ref()
-            .map(|m| m.iter().map(|(p, t)| (p.clone(), t.clone())).collect())
+            .map(|m| {
+                m.files
+                    .iter()
+                    .map(|(p, t)| (p.clone(), t.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -166,6 +222,39 @@ impl Writers {
     /// Drops the registry's senders: each writer finishes once the readers
     /// holding its other senders are gone, after writing what they sent.
     pub(crate) fn close(&self) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.ctx.registry.lock().take();
+    }
+}
+
+// === impl Registry ===
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<RegistryMap>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the idle writer of `path` if nothing but the registry can
+    /// reach its queue (no reader caches a sender): then, under this lock,
+    /// nobody can send to it any more, and the task may end. `true` when
+    /// removed (the writer's queue then closes once it is empty).
+    pub(crate) fn retire(&self, path: &Path, app_id: &str) -> bool {
+        let mut guard = self.lock();
+        let Some(map) = guard.as_mut() else {
+            return false; // shutting down: the registry let go already
+        };
+        let Some(tx) = map.files.get(path) else {
+            return false;
+        };
+        if tx.strong_count() > 1 {
+            return false;
+        }
+        map.files.remove(path);
+        if let Some(n) = map.per_app.get_mut(app_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.per_app.remove(app_id);
+            }
+        }
+        true
     }
 }

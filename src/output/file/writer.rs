@@ -1,13 +1,23 @@
 //! One output file's task: owns the `File`, appends batches in arrival
-//! order, applies `flush_every`, and closes with flush + `sync_all`.
+//! order, applies `flush_every` and the `sync` policy, and closes with flush
+//! (+ `sync_all` at reload and stop).
 //!
 //! The task blocks on its first queued command, drains whatever else is
-//! queued, and writes it all in one vectored write on a blocking thread
-//! (never on an async worker, so a slow disk stalls only this file and,
-//! through the bounded queue, the readers feeding it).
+//! queued, and writes it all in one vectored write (large ones on a blocking
+//! thread, so a slow disk stalls only this file and, through the bounded
+//! queue, the readers feeding it).
+//!
+//! Faults: a failed write (disk full, EIO, quota) never leaves a torn line
+//! (the file is cut back to its last whole line) and loses nothing: the
+//! lines stay pending and are retried with backoff, and while they are held
+//! the task stops taking from its queue, so TCP senders wait and UDP counts
+//! what it drops. A live file deleted or renamed under the daemon is noticed
+//! within a second and reopened at its path. An idle writer closes its file,
+//! then ends and leaves the registry.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,8 +27,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::open::{Member, Slot};
 use super::{Command, WriterCtx};
-use crate::config::Facility;
+use crate::config::{Facility, SyncPolicy};
 use crate::output::Batch;
 use crate::rotation::{self, lock, started_on_disk, FileState};
 
@@ -34,8 +45,16 @@ const INLINE_WRITE_MAX: usize = 64 << 10;
 /// Lines held back by `flush_every` still reach the disk after this long.
 const PENDING_FLUSH_AFTER: Duration = Duration::from_secs(1);
 
-/// An idle file's descriptor is closed after this long (the task stays).
-const IDLE_CLOSE_AFTER: Duration = Duration::from_secs(60);
+/// While a write is failing, take commands only until this much is held;
+/// then the queue fills and readers wait.
+const HOLD_MAX_BYTES: usize = 4 << 20;
+
+/// First and longest wait between retries of a failed write.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How often the open file is compared with what its path names now.
+const MOVED_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The state of one output file.
 pub(crate) struct LogFile {
@@ -52,11 +71,34 @@ pub(crate) struct LogFile {
     facility: Arc<Facility>,
     /// Batches not yet handed to the OS.
     pending: Vec<Vec<u8>>,
+    /// Messages in each of `pending`.
+    pending_counts: Vec<u32>,
     /// Messages in `pending`.
     pending_count: u32,
     /// Bytes in `pending` (bounds how much one drain takes).
     pending_bytes: usize,
+    /// Device and inode of the open file, to notice it moved.
+    identity: Option<(u64, u64)>,
+    /// When the path was last compared with the open file.
+    checked_at: Instant,
+    /// A write failed for a cause that may pass: `pending` is held and
+    /// retried at `retry_at`.
+    fault: Option<Fault>,
+    /// When the `sync = N` policy next fsyncs (after a write).
+    sync_due: Option<Instant>,
+    /// This writer's place in the open-files budget.
+    member: Arc<Member>,
+    /// Held while `file` is open (`max_open_files`).
+    slot: Option<Slot>,
     ctx: Arc<WriterCtx>,
+}
+
+/// A failing write being retried.
+struct Fault {
+    since: Instant,
+    retry_at: Instant,
+    backoff: Duration,
+    attempts: u64,
 }
 
 // === impl LogFile ===
@@ -71,8 +113,15 @@ impl LogFile {
             regular: false,
             facility,
             pending: Vec::new(),
+            pending_counts: Vec::new(),
             pending_count: 0,
             pending_bytes: 0,
+            identity: None,
+            checked_at: Instant::now(),
+            fault: None,
+            sync_due: None,
+            member: ctx.open_files.member(),
+            slot: None,
             ctx,
         }
     }
@@ -81,22 +130,47 @@ impl LogFile {
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         // One idle timer, re-armed only when it fires: arming a fresh one
         // for every command was a timer-wheel insert and removal per batch.
-        let idle = tokio::time::sleep(IDLE_CLOSE_AFTER);
+        let idle_after = self.ctx.file_idle;
+        let idle = tokio::time::sleep(idle_after);
         tokio::pin!(idle);
         let mut last_command = Instant::now();
+        let member = self.member.clone();
         loop {
+            // While a write fails, hold at most HOLD_MAX_BYTES: then stop
+            // taking, so the queue fills and TCP readers wait.
+            let taking = self.fault.is_none() || self.pending_bytes < HOLD_MAX_BYTES;
+            let retry_at = self.fault.as_ref().map(|f| f.retry_at);
             let cmd = tokio::select! {
-                cmd = rx.recv() => cmd,
-                _ = tokio::time::sleep(PENDING_FLUSH_AFTER), if self.pending_count > 0 => {
+                cmd = rx.recv(), if taking => cmd,
+                () = sleep_until(retry_at), if retry_at.is_some() => {
                     self.write_out().await;
                     continue;
                 }
-                () = &mut idle, if self.file.is_some() => {
-                    if last_command.elapsed() >= IDLE_CLOSE_AFTER {
-                        self.close().await;
-                        idle.as_mut().reset(Instant::now() + IDLE_CLOSE_AFTER);
+                _ = tokio::time::sleep(PENDING_FLUSH_AFTER), if self.pending_count > 0 && self.fault.is_none() => {
+                    self.write_out().await;
+                    continue;
+                }
+                () = sleep_until(self.sync_due), if self.sync_due.is_some() => {
+                    self.sync_now().await;
+                    continue;
+                }
+                () = member.evict.notified() => {
+                    // Over max_open_files and written longest ago: close
+                    // (reopened on the next line).
+                    self.write_out().await;
+                    self.close(false).await;
+                    continue;
+                }
+                () = &mut idle, if self.fault.is_none() => {
+                    if last_command.elapsed() >= idle_after {
+                        self.write_out().await;
+                        self.close(false).await;
+                        // Leave the registry when no reader holds our queue;
+                        // the queue then closes and `recv` ends the loop.
+                        self.ctx.registry.retire(&self.path, &self.facility.app_id);
+                        idle.as_mut().reset(Instant::now() + idle_after);
                     } else {
-                        idle.as_mut().reset(last_command + IDLE_CLOSE_AFTER);
+                        idle.as_mut().reset(last_command + idle_after);
                     }
                     continue;
                 }
@@ -120,14 +194,29 @@ impl LogFile {
                 self.write_out().await;
             }
         }
+        // Stopping: one last attempt even while a fault is being retried.
+        if let Some(f) = self.fault.as_mut() {
+            f.retry_at = Instant::now();
+        }
         self.write_out().await;
-        self.close().await;
+        if self.fault.is_some() && self.pending_count > 0 {
+            let lost = self.pending_count;
+            self.discard_pending();
+            warn!(path = %self.path.display(), lost, "still cannot write at stop; lines lost");
+        }
+        self.close(true).await;
+        self.ctx.stats.writers.fetch_sub(1, Relaxed);
         debug!(path = %self.path.display(), "writer finished");
     }
 
     /// Takes whatever else is queued, so one write covers it all.
     async fn drain(&mut self, rx: &mut mpsc::Receiver<Command>) {
-        while self.pending_bytes < MAX_PENDING_BYTES {
+        let max = if self.fault.is_some() {
+            HOLD_MAX_BYTES
+        } else {
+            MAX_PENDING_BYTES
+        };
+        while self.pending_bytes < max {
             match rx.try_recv() {
                 Ok(cmd) => self.apply(cmd).await,
                 Err(_) => break,
@@ -144,7 +233,7 @@ impl LogFile {
             }
             Command::Reopen => {
                 self.write_out().await;
-                self.close().await;
+                self.close(true).await;
             }
             Command::Rotate(done) => {
                 self.write_out().await;
@@ -157,9 +246,26 @@ impl LogFile {
     }
 
     fn push(&mut self, b: Batch) {
+        if b.count == 0 {
+            return;
+        }
         self.pending_bytes += b.data.len();
         self.pending_count += b.count;
         self.pending.push(b.data);
+        self.pending_counts.push(b.count);
+    }
+
+    /// Drops everything pending, counting it as lost to write errors.
+    fn discard_pending(&mut self) {
+        self.ctx
+            .stats
+            .write_errors
+            .fetch_add(u64::from(self.pending_count), Relaxed);
+        self.pending.clear();
+        self.pending_counts.clear();
+        self.pending_count = 0;
+        self.pending_bytes = 0;
+        self.fault = None;
     }
 
     /// With `max_size`, writes out the messages up to and including the one
@@ -186,6 +292,11 @@ impl LogFile {
                 .map_or(0, |m| m.len());
         }
         loop {
+            if self.fault.is_some() {
+                // Writes are failing: hold it all; the limit is applied
+                // again once writing works.
+                return b;
+            }
             let used = self.size + self.pending_bytes as u64;
             if used >= max {
                 // An earlier batch of this drain already reaches the limit:
@@ -218,22 +329,33 @@ impl LogFile {
     }
 
     /// Hands everything pending to the OS in one vectored write (one gzip
-    /// member with `compress_on_write`).
+    /// member with `compress_on_write`). While a fault is being retried,
+    /// does nothing before its retry time.
     async fn write_out(&mut self) {
         if self.pending.is_empty() {
             return;
         }
+        if self
+            .fault
+            .as_ref()
+            .is_some_and(|f| Instant::now() < f.retry_at)
+        {
+            return;
+        }
+        self.check_moved().await;
         if self.file.is_none() {
             self.note_start().await;
+            if self.slot.is_none() {
+                self.slot = Some(self.ctx.open_files.slot(&self.member).await);
+            }
         }
-        let pending = std::mem::take(&mut self.pending);
-        let count = std::mem::take(&mut self.pending_count);
-        let bytes = std::mem::take(&mut self.pending_bytes);
         let gzip = self
             .ctx
             .compressor
             .compress_on_write
             .then_some(self.ctx.compressor.level);
+        let bytes = self.pending_bytes;
+        let before = self.size;
         let result = match self.file.as_mut() {
             // A small append to an open file is a copy into the page cache:
             // done here, it costs microseconds, where handing it to a
@@ -241,95 +363,294 @@ impl LogFile {
             // thousand files each getting a line at a time that hand-off was
             // most of the daemon's CPU. Larger drains still go to a blocking
             // thread, so a slow disk cannot stall a worker for long.
-            Some(file) if self.regular && gzip.is_none() && bytes <= INLINE_WRITE_MAX => {
-                write_all_vectored(file, &pending).map(|()| bytes as u64)
+            Some(file)
+                if self.regular
+                    && gzip.is_none()
+                    && bytes <= INLINE_WRITE_MAX
+                    && self.fault.is_none() =>
+            {
+                write_all_vectored(file, &self.pending)
             }
-            _ => self.write_blocking(pending, gzip).await,
+            _ => self.write_blocking(gzip).await,
         };
         match result {
             Ok(written) => {
+                let count = self.pending_count;
+                self.pending.clear();
+                self.pending_counts.clear();
+                self.pending_count = 0;
+                self.pending_bytes = 0;
                 self.size += written;
-                self.ctx.stats.written.fetch_add(count as u64, Relaxed);
+                self.ctx.stats.written.fetch_add(u64::from(count), Relaxed);
+                self.ctx.open_files.touch(&self.member);
+                if let Some(f) = self.fault.take() {
+                    info!(path = %self.path.display(), after = ?f.since.elapsed(), attempts = f.attempts, "writing resumed; no line lost");
+                }
+                if let (SyncPolicy::Every(every), None) = (self.facility.sync, self.sync_due) {
+                    self.sync_due = Some(Instant::now() + every);
+                }
                 if let Some(max) = self.facility.max_size {
                     if self.size >= max {
                         self.rotate().await;
                     }
                 }
             }
-            Err(err) => self.write_failed(count, &err.to_string()),
+            Err((partial, err)) => {
+                let size = if self.file.is_some() {
+                    self.size
+                } else {
+                    before
+                };
+                self.write_failed(size, partial, gzip.is_some(), &err).await;
+            }
         }
     }
 
     /// Opens the file if needed (taking its size) and writes `pending` on a
-    /// blocking thread; returns the bytes the file grew by.
-    async fn write_blocking(
-        &mut self,
-        pending: Vec<Vec<u8>>,
-        gzip: Option<u32>,
-    ) -> io::Result<u64> {
+    /// blocking thread; returns the bytes the file grew by, or how many
+    /// bytes were written before the error.
+    async fn write_blocking(&mut self, gzip: Option<u32>) -> Result<u64, (u64, io::Error)> {
         let file = self.file.take();
         let path = self.path.clone();
         let logdir = self.ctx.logdir.clone();
+        let pending = std::mem::take(&mut self.pending);
+        // Retrying after a failure: reserve the space first, so a disk that
+        // is still full refuses the retry whole instead of taking half a
+        // line that must then be cut off again.
+        let reserve = (self.fault.is_some() && gzip.is_none()).then_some(self.pending_bytes);
         let job = tokio::task::spawn_blocking(move || {
+            let mut opened = None;
             let mut file = match file {
-                Some(f) => (f, None),
-                None => {
-                    let f = super::path::open_beneath(&logdir, &path)?;
-                    let meta = f.metadata()?;
-                    (f, Some((meta.len(), meta.is_file())))
-                }
-            };
-            let written = match gzip {
-                Some(level) => {
-                    let mut enc = flate2::write::GzEncoder::new(
-                        Vec::new(),
-                        flate2::Compression::new(level.min(9)),
-                    );
-                    for b in &pending {
-                        enc.write_all(b)?;
+                Some(f) => f,
+                None => match open_file(&logdir, &path) {
+                    Ok((f, meta)) => {
+                        opened = Some(meta);
+                        f
                     }
-                    let member = enc.finish()?;
-                    file.0.write_all(&member)?;
-                    member.len()
-                }
-                None => {
-                    write_all_vectored(&mut file.0, &pending)?;
-                    pending.iter().map(Vec::len).sum()
-                }
+                    Err(err) => return (pending, None, None, Err((0, err))),
+                },
             };
-            Ok::<_, io::Error>((file, written as u64))
+            if let Some(len) = reserve {
+                if let Err(err) = reserve_space(&file, len) {
+                    return (pending, Some(file), opened, Err((0, err)));
+                }
+            }
+            let written = match gzip {
+                Some(level) => write_gzip_member(&mut file, &pending, level),
+                None => write_all_vectored(&mut file, &pending),
+            };
+            (pending, Some(file), opened, written)
         });
         match job.await {
-            Ok(Ok(((file, opened_len), written))) => {
-                if let Some((len, regular)) = opened_len {
+            Ok((pending, file, opened, written)) => {
+                self.pending = pending;
+                if let Some(meta) = opened {
                     // Freshly opened: what was there before this write.
-                    self.size = len;
-                    self.regular = regular;
+                    self.size = meta.len;
+                    self.regular = meta.regular;
+                    self.identity = Some(meta.identity);
+                    self.checked_at = Instant::now();
+                }
+                if file.is_none() {
+                    self.slot = None; // the open failed
+                }
+                self.file = file;
+                written
+            }
+            // The pending lines went with the task: count them as lost.
+            Err(join) => {
+                self.slot = None;
+                Err((0, io::Error::other(join.to_string())))
+            }
+        }
+    }
+
+    /// A write failed after `partial` bytes (the file held `before`).
+    /// Cuts the file back to its last whole line, keeps what was not
+    /// written, and either holds it for a retry (a cause that may pass:
+    /// disk full, EIO, quota) or, for a cause that will not (a symlink in
+    /// the way, permissions), drops it and counts it.
+    async fn write_failed(&mut self, before: u64, partial: u64, gzip: bool, err: &io::Error) {
+        let kept = if gzip {
+            // A cut gzip member cannot be finished: drop all of it.
+            if partial > 0 {
+                self.truncate_to(before).await;
+            }
+            0
+        } else {
+            let whole = whole_lines_prefix(&self.pending, partial);
+            if whole < partial {
+                self.truncate_to(before + whole).await;
+            }
+            whole
+        };
+        if kept > 0 {
+            let done = self.take_written_prefix(kept);
+            self.size = before + kept;
+            self.ctx.stats.written.fetch_add(u64::from(done), Relaxed);
+        }
+        if self.pending.is_empty() && self.pending_count > 0 {
+            // The lines were lost with a failed blocking task.
+            self.discard_pending();
+        }
+        if !is_transient(err) {
+            let lost = self.pending_count;
+            self.discard_pending();
+            if let Some(suppressed) = self.ctx.limiter.check() {
+                warn!(path = %self.path.display(), cause = %err, lost, suppressed, "write failed; lines dropped");
+            }
+            return;
+        }
+        self.ctx.stats.write_retries.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        match self.fault.as_mut() {
+            Some(f) => {
+                f.backoff = (f.backoff * 2).min(RETRY_MAX);
+                f.retry_at = now + f.backoff;
+                f.attempts += 1;
+            }
+            None => {
+                // One line per episode for this file (and through the shared
+                // limiter, so thousands of files cannot flood the log).
+                if let Some(suppressed) = self.ctx.limiter.check() {
+                    warn!(path = %self.path.display(), cause = %err, held = self.pending_count, suppressed, "write failed; holding the lines and retrying (senders wait)");
+                }
+                self.fault = Some(Fault {
+                    since: now,
+                    retry_at: now + RETRY_FIRST,
+                    backoff: RETRY_FIRST,
+                    attempts: 1,
+                });
+            }
+        }
+    }
+
+    /// Removes the first `n` bytes of `pending` (whole lines written before
+    /// a failure); returns how many messages they held. A message whose
+    /// body has newlines may straddle the cut: it counts as written once
+    /// its last line is.
+    fn take_written_prefix(&mut self, n: u64) -> u32 {
+        let mut left = usize::try_from(n).unwrap_or(usize::MAX);
+        let mut done = 0;
+        let mut whole = 0;
+        for (buf, count) in self.pending.iter_mut().zip(self.pending_counts.iter_mut()) {
+            if left == 0 {
+                break;
+            }
+            if buf.len() <= left {
+                left -= buf.len();
+                done += *count;
+                whole += 1;
+            } else {
+                let lines = memchr::memchr_iter(b'\n', &buf[..left]).count();
+                let lines = u32::try_from(lines)
+                    .unwrap_or(u32::MAX)
+                    .min(count.saturating_sub(1));
+                buf.drain(..left);
+                *count -= lines;
+                done += lines;
+                left = 0;
+            }
+        }
+        self.pending.drain(..whole);
+        self.pending_counts.drain(..whole);
+        self.pending_bytes = self.pending.iter().map(Vec::len).sum();
+        self.pending_count -= done;
+        done
+    }
+
+    /// Cuts the open file back to `len` bytes (a torn line never stays).
+    async fn truncate_to(&mut self, len: u64) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        let job = tokio::task::spawn_blocking(move || {
+            let res = file.set_len(len);
+            (file, res)
+        });
+        match job.await {
+            Ok((file, res)) => {
+                if let Err(err) = res {
+                    warn!(path = %self.path.display(), cause = %err, "cannot cut a partly written line off");
                 }
                 self.file = Some(file);
-                Ok(written)
             }
-            Ok(Err(err)) => Err(err),
-            Err(join) => Err(io::Error::other(join.to_string())),
+            Err(err) => {
+                self.slot = None;
+                warn!(path = %self.path.display(), cause = %err, "truncate task failed");
+            }
         }
     }
 
-    fn write_failed(&mut self, count: u32, err: &str) {
-        self.ctx.stats.write_errors.fetch_add(count as u64, Relaxed);
+    /// Once a second at most, compares the open file with what its path
+    /// names now: an operator's `rm` or `mv` (or logrotate without
+    /// copytruncate) leaves us writing into a file nobody reads. Then the
+    /// file is closed, so the next write reopens it at its path.
+    async fn check_moved(&mut self) {
+        let Some(identity) = self.identity else {
+            return;
+        };
+        if self.file.is_none() || self.checked_at.elapsed() < MOVED_CHECK_EVERY {
+            return;
+        }
+        self.checked_at = Instant::now();
+        // One lstat, on the worker: the directory entry is in the dcache.
+        let what = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == identity => return,
+            Ok(_) => "replaced or renamed",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "deleted or renamed",
+            Err(_) => return, // cannot tell; the write will report real trouble
+        };
+        self.ctx.stats.files_reopened.fetch_add(1, Relaxed);
         if let Some(suppressed) = self.ctx.limiter.check() {
-            warn!(path = %self.path.display(), cause = err, lost = count, suppressed, "write failed");
+            warn!(path = %self.path.display(), suppressed, "live file was {what} under the daemon; reopening it at its path");
+        }
+        self.close(true).await;
+    }
+
+    /// `sync = N`: flush the file's data to the disk now.
+    async fn sync_now(&mut self) {
+        self.sync_due = None;
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        let job = tokio::task::spawn_blocking(move || {
+            let res = file.sync_data();
+            (file, res)
+        });
+        match job.await {
+            Ok((file, res)) => {
+                self.file = Some(file);
+                if let Err(err) = res {
+                    if let Some(suppressed) = self.ctx.limiter.check() {
+                        warn!(path = %self.path.display(), cause = %err, suppressed, "sync failed");
+                    }
+                }
+            }
+            Err(err) => {
+                self.slot = None;
+                warn!(path = %self.path.display(), cause = %err, "sync task failed");
+            }
         }
     }
 
-    /// Flushes and syncs the file, then drops the handle.
-    async fn close(&mut self) {
+    /// Drops the handle, syncing it first when `sync` asks (reload and
+    /// stop always do; an eviction under `sync = never` need not).
+    async fn close(&mut self, sync: bool) {
+        self.sync_due = None;
+        self.identity = None;
         if let Some(file) = self.file.take() {
-            let path = self.path.clone();
-            let res = tokio::task::spawn_blocking(move || file.sync_all()).await;
-            if let Ok(Err(err)) = res {
-                warn!(path = %path.display(), cause = %err, "sync failed");
+            if sync || self.facility.sync != SyncPolicy::Never {
+                let path = self.path.clone();
+                let res = tokio::task::spawn_blocking(move || file.sync_all()).await;
+                if let Ok(Err(err)) = res {
+                    warn!(path = %path.display(), cause = %err, "sync failed");
+                }
             }
+            // Else the OS writes it back; close(2) costs nothing here.
         }
+        // Only once the descriptor is closed may another file take the slot.
+        self.slot = None;
     }
 
     /// Records when the live file was started, the first time this daemon
@@ -368,17 +689,30 @@ impl LogFile {
     /// due: the scheduler retries it at its next re-plan, a size rotation at
     /// the next write.
     async fn rotate(&mut self) {
-        // No fsync here: it would stall this file's writes for as long as the
-        // disk takes to flush up to max_size bytes. The compression job reads
-        // the data and syncs its output before the backup is removed.
-        self.file = None;
+        // Under `sync = never`, no fsync here: it would stall this file's
+        // writes for as long as the disk takes to flush up to max_size bytes.
+        // The compression job reads the data and syncs its output before the
+        // backup is removed. The other policies sync first, so the backup is
+        // whole on disk before it is renamed.
+        let file = self.file.take();
+        self.identity = None;
+        self.sync_due = None;
         self.size = 0;
+        let sync = self.facility.sync.at_rotation();
         let path = self.path.clone();
         let state = self.ctx.state.clone();
         let clock = self.ctx.clock.clone();
-        let renamed =
-            tokio::task::spawn_blocking(move || rotation::rotate_file(&path, &state, clock.now()))
-                .await;
+        let renamed = tokio::task::spawn_blocking(move || {
+            if let (Some(f), true) = (&file, sync) {
+                if let Err(err) = f.sync_all() {
+                    warn!(path = %path.display(), cause = %err, "sync before rotation failed");
+                }
+            }
+            drop(file);
+            rotation::rotate_file(&path, &state, clock.now())
+        })
+        .await;
+        self.slot = None; // the descriptor is closed
         let backup = match renamed {
             Ok(Ok(Some(b))) => b,
             Ok(Ok(None)) => return,
@@ -412,19 +746,154 @@ impl LogFile {
     }
 }
 
-/// `write_all` over several buffers with as few `writev` calls as possible.
-fn write_all_vectored(file: &mut File, bufs: &[Vec<u8>]) -> io::Result<()> {
+/// What opening a live file found.
+struct Opened {
+    len: u64,
+    regular: bool,
+    identity: (u64, u64),
+}
+
+/// Opens `path` beneath `logdir` (no symlink followed) for appending.
+fn open_file(logdir: &std::path::Path, path: &std::path::Path) -> io::Result<(File, Opened)> {
+    let f = super::path::open_beneath(logdir, path)?;
+    let meta = f.metadata()?;
+    let opened = Opened {
+        len: meta.len(),
+        regular: meta.is_file(),
+        identity: (meta.dev(), meta.ino()),
+    };
+    Ok((f, opened))
+}
+
+/// Writes `bufs` as one gzip member; returns what the file grew by.
+fn write_gzip_member(
+    file: &mut File,
+    bufs: &[Vec<u8>],
+    level: u32,
+) -> Result<u64, (u64, io::Error)> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level.min(9)));
+    for b in bufs {
+        enc.write_all(b).map_err(|e| (0, e))?;
+    }
+    let member = enc.finish().map_err(|e| (0, e))?;
+    write_all_vectored(file, std::slice::from_ref(&member))
+}
+
+/// `write_all` over several buffers with as few `writev` calls as possible;
+/// on failure, how many bytes did reach the file.
+fn write_all_vectored(file: &mut File, bufs: &[Vec<u8>]) -> Result<u64, (u64, io::Error)> {
     let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
     let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    let mut done = 0u64;
     // writev takes at most IOV_MAX (1024) slices per call.
     while !rest.is_empty() {
         let n = rest.len().min(1024);
         match file.write_vectored(&rest[..n]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => IoSlice::advance_slices(&mut rest, written),
+            Ok(0) => return Err((done, io::ErrorKind::WriteZero.into())),
+            Ok(written) => {
+                done += written as u64;
+                IoSlice::advance_slices(&mut rest, written);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err((done, e)),
         }
     }
-    Ok(())
+    Ok(done)
+}
+
+/// Allocates `len` bytes past the end of `file` without changing its size
+/// (`fallocate(FALLOC_FL_KEEP_SIZE)`): an error means the write would not
+/// fit. Filesystems without fallocate say so and are written to directly.
+fn reserve_space(file: &File, len: usize) -> io::Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use std::os::fd::AsRawFd;
+    let end = i64::try_from(file.metadata()?.len()).unwrap_or(i64::MAX);
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    match fallocate(
+        file.as_raw_fd(),
+        FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        end,
+        len,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Length of the longest prefix of the first `written` bytes of `bufs`
+/// (taken as one stream) that ends with a newline.
+fn whole_lines_prefix(bufs: &[Vec<u8>], written: u64) -> u64 {
+    let mut start = 0u64;
+    let mut whole = 0u64;
+    for b in bufs {
+        if start >= written {
+            break;
+        }
+        let here = usize::try_from(written - start)
+            .unwrap_or(usize::MAX)
+            .min(b.len());
+        if let Some(i) = memchr::memrchr(b'\n', &b[..here]) {
+            whole = start + i as u64 + 1;
+        }
+        start += b.len() as u64;
+    }
+    whole
+}
+
+/// Whether a write error may pass by itself (space freed, a disk
+/// recovering), so holding the lines and retrying is right; the rest (a
+/// symlink refused, permissions, a directory in the way) would fail forever.
+fn is_transient(err: &io::Error) -> bool {
+    let permanent = matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ELOOP
+                | libc::EISDIR
+                | libc::ENOTDIR
+                | libc::EACCES
+                | libc::EPERM
+                | libc::EROFS
+                | libc::ENAMETOOLONG
+                | libc::EINVAL
+                | libc::EXDEV
+        )
+    );
+    !permanent && err.kind() != io::ErrorKind::InvalidInput
+}
+
+/// Sleeps until `at`, or forever for `None` (a disabled select branch).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_lines_prefix_stops_at_the_last_newline_written() {
+        let bufs = vec![b"a\nbb\n".to_vec(), b"ccc\ndd".to_vec(), b"\n".to_vec()];
+        let got: Vec<u64> = (0..=12).map(|w| whole_lines_prefix(&bufs, w)).collect();
+        assert_eq!(got, [0, 0, 2, 2, 2, 5, 5, 5, 5, 9, 9, 9, 12]);
+    }
+
+    #[test]
+    fn disk_full_and_eio_are_retried_a_symlink_is_not() {
+        for errno in [libc::ENOSPC, libc::EIO, libc::EDQUOT, libc::EFBIG] {
+            assert!(
+                is_transient(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [libc::ELOOP, libc::EACCES, libc::EISDIR] {
+            assert!(
+                !is_transient(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+    }
 }
