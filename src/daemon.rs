@@ -159,6 +159,9 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("loghogd")
+        // Opens, large writes, syncs and compressions: bounded, so a burst of
+        // new files queues for threads instead of starting hundreds.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
@@ -681,6 +684,9 @@ fn raise_fd_limit() {
         }
     }
 }
+
+/// Threads for blocking file work (tokio's default is 512).
+const BLOCKING_THREADS: usize = 64;
 
 /// `max_open_files`, held to a quarter of the descriptors the process may
 /// have: the rest is for connections, the state file, compression and the

@@ -280,7 +280,13 @@ impl Router {
                         Ok(Err(Refused::Closed(batch) | Refused::Full(batch))) => {
                             self.resend(i, batch).await;
                         }
-                        Err(_) => self.counts.udp_dropped += count as u64,
+                        Err(_) => {
+                            self.counts.udp_dropped += count as u64;
+                            if let Some(suppressed) = self.ctx.limiter.check() {
+                                let f = &self.routes.list[i].facility;
+                                warn!(app_id = %f.app_id, module = %f.module, lost = count, suppressed, "dropped datagrams: the file's queue stayed full (UDP cannot wait)");
+                            }
+                        }
                     }
                 }
                 Err(Refused::Closed(batch)) => self.resend(i, batch).await,

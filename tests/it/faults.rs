@@ -198,8 +198,8 @@ fn send_until(conn: &mut TcpStream, tag: &str, mut done: impl FnMut() -> bool) -
     i
 }
 
-/// `rm` of the live file: noticed within about a second (one lstat per
-/// second, not per write), counted, and the file is recreated at its path.
+/// `rm` of the live file: noticed within 200 ms (one lstat per 200 ms at
+/// most, not per write), counted, and the file is recreated at its path.
 #[test]
 fn a_deleted_live_file_is_reopened_at_its_path() {
     let setup = Setup::new();

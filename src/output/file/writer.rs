@@ -12,7 +12,7 @@
 //! lines stay pending and are retried with backoff, and while they are held
 //! the task stops taking from its queue, so TCP senders wait and UDP counts
 //! what it drops. A live file deleted or renamed under the daemon is noticed
-//! within a second and reopened at its path. An idle writer closes its file,
+//! within 200 ms and reopened at its path. An idle writer closes its file,
 //! then ends and leaves the registry.
 
 use std::fs::File;
@@ -54,7 +54,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How often the open file is compared with what its path names now.
-const MOVED_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// At most five `lstat`s a second per busy file; a moved file gets at most
+/// this much more before it is noticed.
+const MOVED_CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// The state of one output file.
 pub(crate) struct LogFile {
@@ -582,7 +584,7 @@ impl LogFile {
         }
     }
 
-    /// Once a second at most, compares the open file with what its path
+    /// Every [`MOVED_CHECK_EVERY`] at most, compares the open file with what its path
     /// names now: an operator's `rm` or `mv` (or logrotate without
     /// copytruncate) leaves us writing into a file nobody reads. Then the
     /// file is closed, so the next write reopens it at its path.
