@@ -14,7 +14,7 @@ pub mod recover;
 pub mod schedule;
 pub mod state;
 
-pub use backup::{prune, rename_live};
+pub use backup::prune;
 pub use state::{started_on_disk, FileState, StateDb};
 
 use std::io;
@@ -48,19 +48,25 @@ pub fn sleep_before(due: Option<DateTime<Local>>, now: DateTime<Local>) -> Durat
 
 /// The rotation transaction for the live file `live` at `now`, blocking:
 /// renames it to a backup named after when it was started (from `state`,
-/// else the file's own times, else `now`), records the new [`FileState`]
-/// (started `now` when a backup was made, last rotated `now`) and saves the
-/// state. Returns the backup, or `None` when the file was missing or empty
-/// (then only the state moves on, so the schedule's next time is planned).
+/// else the file's own times, else `now`) and records the new [`FileState`]
+/// (started `now` when a backup was made, last rotated `now`). Returns the
+/// backup, or `None` when the file was missing or empty (then only the state
+/// moves on, so the schedule's next time is planned).
+///
+/// Neither the rename's directory nor the state is fsynced here: the next
+/// [`StateDb::save`] does both, directory first, once for a whole wave of
+/// rotations (the scheduler saves when [`StateDb::changed`] wakes it). A
+/// crash before that save leaves the old state and possibly the old name,
+/// so the rotation is simply due again; never a state that claims a
+/// rotation whose rename was lost.
 ///
 /// The caller must have stopped writing to `live` (the writer task closed
 /// it; the own log swaps its handle right after).
 ///
 /// # Errors
-/// The rename failed ([`rename_live`]): the file stays live and `state` is
+/// The rename failed ([`backup::rename_unsynced`]): the file stays live and `state` is
 /// left as it was, so the rotation is still due and the caller decides when
-/// to retry. A failed save is only logged: the rename happened, the state is
-/// right in memory and saved with the next change.
+/// to retry.
 pub fn rotate_file(
     live: &Path,
     state: &Mutex<StateDb>,
@@ -71,8 +77,11 @@ pub fn rotate_file(
         Some(s) => s,
         None => started_on_disk(live).ok().flatten().unwrap_or(now),
     };
-    let backup = rename_live(live, started.naive_local())?;
+    let backup = backup::rename_unsynced(live, started.naive_local())?;
     let mut db = lock(state);
+    if backup.is_some() {
+        db.note_renamed(compress::parent_dir(live));
+    }
     db.set(
         live,
         FileState {
@@ -80,9 +89,6 @@ pub fn rotate_file(
             last_rotation: Some(now),
         },
     );
-    if let Err(err) = db.save() {
-        warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
-    }
     Ok(backup)
 }
 
@@ -175,7 +181,7 @@ pub fn compress_and_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rotation::backup::{backup_path, list_backups};
+    use crate::rotation::backup::{backup_path, list_backups, rename_live};
     use crate::rotation::schedule::Schedule;
     use chrono::{NaiveDate, TimeDelta, TimeZone};
     use std::fs;
@@ -197,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn rotate_file_renames_moves_the_state_and_saves() {
+    fn rotate_file_renames_and_moves_the_state_for_the_next_save() {
         let known = local(10, 8, 30, 15);
         let now = local(11, 0, 0, 0);
         // (what is live, state known before, backup made, started after, Err)
@@ -228,7 +234,7 @@ mod tests {
             let state = Mutex::new(db);
 
             let res = rotate_file(&live, &state, now);
-            let db = state.into_inner().unwrap();
+            let mut db = state.into_inner().unwrap();
             if fails {
                 res.expect_err(&case);
                 assert_eq!(db, before, "{case}: a failed rename leaves the state");
@@ -256,24 +262,76 @@ mod tests {
                 last_rotation: Some(now),
             };
             assert_eq!(db.get(&live), Some(want), "{case}");
-            assert!(!db.unsaved(), "{case}: saved");
+            assert!(db.unsaved(), "{case}: left to the wave's one save");
+            assert!(!state_path.exists(), "{case}: not saved per rotation");
+            db.save().unwrap();
             let saved = StateDb::load(&state_path).unwrap();
             assert_eq!(saved.get(&live), Some(want), "{case}");
         }
     }
 
     #[test]
-    fn rotate_file_keeps_the_rename_when_the_save_fails() {
+    fn a_wave_of_rotations_is_one_save_that_wakes_the_saver_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_path = dir.path().join("state.json");
+        let state = Mutex::new(StateDb::new(&state_path));
+        let changed = lock(&state).changed();
+        let lives: Vec<PathBuf> = (0..50)
+            .map(|i| {
+                let live = dir.path().join(format!("host{i}-root.log"));
+                fs::write(&live, format!("line {i}\n")).unwrap();
+                live
+            })
+            .collect();
+        let now = local(11, 0, 0, 0);
+        for live in &lives {
+            rotate_file(live, &state, now).unwrap().unwrap();
+        }
+        assert!(!state_path.exists(), "no save per rotation");
+        // One stored permit, however many changes: the saver wakes once.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            changed.notified().await;
+            let again = tokio::time::timeout(Duration::from_millis(10), changed.notified());
+            again.await.expect_err("a second permit");
+        });
+        let mut db = state.into_inner().unwrap();
+        db.save().unwrap();
+        let back = StateDb::load(&state_path).unwrap();
+        assert_eq!(back.len(), 50);
+        for live in &lives {
+            assert_eq!(back.get(live).unwrap().last_rotation, Some(now));
+            assert_eq!(backups_of(live), 1);
+        }
+    }
+
+    #[test]
+    fn a_failed_save_keeps_everything_for_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("root.log");
         fs::write(&live, b"x\n").unwrap();
-        let state = Mutex::new(StateDb::new(dir.path().join("no/such/dir/state.json")));
+        let workdir = dir.path().join("lib");
+        let state_path = workdir.join("state.json");
+        let state = Mutex::new(StateDb::new(&state_path));
         let now = local(11, 0, 0, 0);
         let backup = rotate_file(&live, &state, now).unwrap().unwrap();
         assert_eq!(fs::read(backup).unwrap(), b"x\n");
-        let db = state.into_inner().unwrap();
-        assert_eq!(db.get(&live).unwrap().last_rotation, Some(now));
-        assert!(db.unsaved(), "saved with the next change");
+        let mut db = state.into_inner().unwrap();
+        db.save().unwrap_err();
+        assert!(db.unsaved(), "still to be saved");
+        // The workdir appears (an operator fixed it): the next save has it all.
+        fs::create_dir(&workdir).unwrap();
+        db.save().unwrap();
+        assert!(!db.unsaved());
+        let back = StateDb::load(&state_path).unwrap();
+        assert_eq!(back.get(&live).unwrap().last_rotation, Some(now));
+    }
+
+    fn backups_of(live: &Path) -> usize {
+        list_backups(live).unwrap().len()
     }
 
     #[test]
