@@ -10,6 +10,7 @@
 //! operations are blocking: callers run them on the blocking pool.
 
 pub mod backup;
+pub mod beneath;
 pub mod recover;
 pub mod schedule;
 pub mod state;
@@ -72,12 +73,39 @@ pub fn rotate_file(
     state: &Mutex<StateDb>,
     now: DateTime<Local>,
 ) -> io::Result<Option<PathBuf>> {
+    rotate_file_beneath(compress::parent_dir(live), live, state, now)
+}
+
+/// [`rotate_file`] under the no-symlink rule ([`beneath`]): nothing
+/// between `root` (the log directory) and `live` is followed through a
+/// symlink; such a file is refused (logged, rate-limited) and stays due.
+///
+/// # Errors
+/// As [`rotate_file`]; a refused path is `ELOOP`/`ENOTDIR`.
+pub fn rotate_file_beneath(
+    root: &Path,
+    live: &Path,
+    state: &Mutex<StateDb>,
+    now: DateTime<Local>,
+) -> io::Result<Option<PathBuf>> {
+    let (dir, name) = match beneath::Dir::of_file(root, live) {
+        Ok(d) => d,
+        Err(err) => {
+            if beneath::is_refusal(&err) {
+                beneath::warn_refused("rotation", live, &err);
+            }
+            return Err(err);
+        }
+    };
     let known = lock(state).get(live).map(|s| s.started);
+    let inner = dir.inner(name);
     let started = match known {
         Some(s) => s,
-        None => started_on_disk(live).ok().flatten().unwrap_or(now),
+        None => started_on_disk(&inner).ok().flatten().unwrap_or(now),
     };
-    let backup = backup::rename_unsynced(live, started.naive_local())?;
+    let backup = backup::rename_unsynced(&inner, started.naive_local())
+        .map_err(|e| dir.outer_err(e))?
+        .map(|b| dir.outer(&b));
     let mut db = lock(state);
     if backup.is_some() {
         db.note_renamed(compress::parent_dir(live));
@@ -109,6 +137,10 @@ pub struct CompressJob {
     pub compress: Option<(Codec, u32)>,
     /// How many backups of `live` to keep (`backup_count`).
     pub keep: usize,
+    /// The log directory, below which no symlink is followed ([`beneath`]);
+    /// `None`: only the files themselves are never followed (the daemon's
+    /// own log, whose directory is the operator's choice).
+    pub beneath: Option<PathBuf>,
 }
 
 /// Runs `job` ([`compress_and_prune`]) on the blocking pool once one of
@@ -125,7 +157,10 @@ pub fn spawn_compression(job: CompressJob, permits: &Arc<Semaphore>, tracker: &T
             return;
         };
         let done = tokio::task::spawn_blocking(move || {
-            compress_and_prune(&job.live, &job.backup, job.compress, job.keep)
+            let root = job
+                .beneath
+                .unwrap_or_else(|| compress::parent_dir(&job.live).to_path_buf());
+            compress_and_prune_beneath(&root, &job.live, &job.backup, job.compress, job.keep)
         })
         .await;
         match done {
@@ -160,7 +195,56 @@ pub struct Finished {
 /// # Errors
 /// The first failure. Retention still runs when compression fails (the
 /// backup then stays uncompressed until the next start's recovery).
+#[cfg(test)]
 pub fn compress_and_prune(
+    live: &Path,
+    backup: &Path,
+    compress: Option<(Codec, u32)>,
+    keep: usize,
+) -> io::Result<Finished> {
+    compress_and_prune_beneath(compress::parent_dir(live), live, backup, compress, keep)
+}
+
+/// [`compress_and_prune`] under the no-symlink rule ([`beneath`]): the
+/// directory of `live` (which holds `backup`) is opened below `root`
+/// without following a symlink, and every read, rename and removal goes
+/// through it. A refused directory is logged (rate-limited) and nothing
+/// in it is touched.
+///
+/// # Errors
+/// As [`compress_and_prune`]; a refused path is `ELOOP`/`ENOTDIR`.
+pub fn compress_and_prune_beneath(
+    root: &Path,
+    live: &Path,
+    backup: &Path,
+    compress: Option<(Codec, u32)>,
+    keep: usize,
+) -> io::Result<Finished> {
+    let (dir, name) = match beneath::Dir::of_file(root, live) {
+        Ok(d) => d,
+        Err(err) => {
+            if beneath::is_refusal(&err) {
+                beneath::warn_refused("compression and retention", live, &err);
+            }
+            return Err(err);
+        }
+    };
+    let Some(backup_name) = backup.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: no file name", backup.display()),
+        ));
+    };
+    let done = compress_and_prune_in(&dir.inner(name), &dir.inner(backup_name), compress, keep)
+        .map_err(|e| dir.outer_err(e))?;
+    Ok(Finished {
+        backup: dir.outer(&done.backup),
+        pruned: done.pruned.iter().map(|p| dir.outer(p)).collect(),
+    })
+}
+
+/// The work of [`compress_and_prune`] on paths already made safe.
+fn compress_and_prune_in(
     live: &Path,
     backup: &Path,
     compress: Option<(Codec, u32)>,

@@ -376,9 +376,11 @@ impl LogFile {
         let path = self.path.clone();
         let state = self.ctx.state.clone();
         let clock = self.ctx.clock.clone();
-        let renamed =
-            tokio::task::spawn_blocking(move || rotation::rotate_file(&path, &state, clock.now()))
-                .await;
+        let logdir = self.ctx.logdir.clone();
+        let renamed = tokio::task::spawn_blocking(move || {
+            rotation::rotate_file_beneath(&logdir, &path, &state, clock.now())
+        })
+        .await;
         let backup = match renamed {
             Ok(Ok(Some(b))) => b,
             Ok(Ok(None)) => return,
@@ -407,6 +409,7 @@ impl LogFile {
             backup,
             compress: (!c.compress_on_write).then_some((c.format, c.level)),
             keep: self.facility.backup_count as usize,
+            beneath: Some(self.ctx.logdir.clone()),
         };
         rotation::spawn_compression(job, &self.ctx.compressions, &self.ctx.compress_tracker);
     }
