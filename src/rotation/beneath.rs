@@ -185,7 +185,8 @@ mod tests {
         Dir::open(&root, &outside).unwrap_err();
         Dir::open(&root, &root.join("app/../../outside")).unwrap_err();
 
-        let (dir, name) = Dir::of_file(&root, &root.join("app/root.log")).unwrap();
+        let file = root.join("app/root.log");
+        let (dir, name) = Dir::of_file(&root, &file).unwrap();
         assert_eq!(name, "root.log");
         fs::write(dir.inner(name), b"through the fd\n").unwrap();
         assert_eq!(
