@@ -48,8 +48,11 @@ fn rfc3339(t: DateTime<Local>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
-/// Writes a state file holding `entries` (path, started, last_rotation).
-fn write_state(setup: &Setup, entries: &[(PathBuf, DateTime<Local>, Option<DateTime<Local>>)]) {
+/// One state entry as a test writes it: (live path, started, last_rotation).
+type Entry = (PathBuf, DateTime<Local>, Option<DateTime<Local>>);
+
+/// Writes a state file holding `entries`.
+fn write_state(setup: &Setup, entries: &[Entry]) {
     let files: serde_json::Map<String, serde_json::Value> = entries
         .iter()
         .map(|(p, started, last)| {
