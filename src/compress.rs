@@ -186,7 +186,9 @@ fn write_compressed(
 
     let out = match codec {
         Codec::Xz => {
-            let mut enc = xz2::write::XzEncoder::new(out, level);
+            let stream = xz_encoder(level, src_meta.len())
+                .map_err(|e| ctx(io::Error::other(e), "start xz for", src))?;
+            let mut enc = xz2::write::XzEncoder::new_stream(out, stream);
             io::copy(&mut input, &mut enc).map_err(|e| ctx(e, "compress", src))?;
             enc.finish()
         }
@@ -207,6 +209,37 @@ fn write_compressed(
         .map_err(|e| ctx(e.into_error(), "write", tmp))?;
     out.sync_all().map_err(|e| ctx(e, "fsync", tmp))
 }
+
+/// An xz encoder for `level` whose dictionary is no larger than the input
+/// (at least 64 KiB), as the `xz` tool does for a file of known size: a
+/// dictionary past the input gains nothing, but its match finder is
+/// allocated and cleared per backup: at level 6 (8 MiB) that was ~90 MiB
+/// of RSS and ~12 ms for each of 3,000 small per-host backups (issue 12).
+/// The stream is the same `.xz` format, with CRC64 like `xz -{level}`.
+fn xz_encoder(level: u32, input_len: u64) -> Result<xz2::stream::Stream, xz2::stream::Error> {
+    let mut opts = xz2::stream::LzmaOptions::new_preset(level)?;
+    let preset_dict = XZ_PRESET_DICT[level.min(9) as usize];
+    let wanted = u32::try_from(input_len.next_power_of_two()).unwrap_or(u32::MAX);
+    opts.dict_size(wanted.clamp(64 << 10, preset_dict));
+    let mut filters = xz2::stream::Filters::new();
+    filters.lzma2(&opts);
+    xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc64)
+}
+
+/// liblzma's dictionary size per preset 0-9 (`xz --help`), which the xz2
+/// options cannot read back.
+const XZ_PRESET_DICT: [u32; 10] = [
+    256 << 10,
+    1 << 20,
+    2 << 20,
+    4 << 20,
+    4 << 20,
+    8 << 20,
+    8 << 20,
+    16 << 20,
+    32 << 20,
+    64 << 20,
+];
 
 /// fsyncs a directory so that renames, creations and removals in it survive a
 /// crash (POSIX only promises that for the directory entry once the directory

@@ -258,6 +258,7 @@ impl OwnLog {
             backup,
             compress: Some(self.compress),
             keep: self.backup_count as usize,
+            beneath: None,
         };
         rotation::spawn_compression(job, &self.compressions, &self.compress_tracker);
     }

@@ -43,3 +43,6 @@ mod client;
 
 #[path = "it/faults.rs"]
 mod faults;
+
+#[path = "it/scale.rs"]
+mod scale;

@@ -249,7 +249,22 @@ pub fn prune(live: &Path, keep: usize) -> io::Result<Vec<PathBuf>> {
 /// (`AlreadyExists`, see [`free_backup_path`]), or the rename or directory
 /// sync failed. After a failed sync the rename may or may not survive a crash;
 /// either way no data is lost.
+#[cfg(test)]
 pub fn rename_live(live: &Path, started: NaiveDateTime) -> io::Result<Option<PathBuf>> {
+    let backup = rename_unsynced(live, started)?;
+    if backup.is_some() {
+        compress::sync_dir(parent_dir(live)).map_err(|e| ctx(e, "fsync directory of", live))?;
+    }
+    Ok(backup)
+}
+
+/// [`rename_live`] without the directory fsync, for a caller that syncs
+/// the directory once for many renames ([`crate::rotation::rotate_file`],
+/// through [`crate::rotation::StateDb::save`]).
+///
+/// # Errors
+/// As [`rename_live`], minus the sync.
+pub fn rename_unsynced(live: &Path, started: NaiveDateTime) -> io::Result<Option<PathBuf>> {
     let meta = match fs::symlink_metadata(live) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -276,7 +291,6 @@ pub fn rename_live(live: &Path, started: NaiveDateTime) -> io::Result<Option<Pat
             )
         })?;
     fs::rename(live, &backup).map_err(|e| ctx(e, "rename to backup", live))?;
-    compress::sync_dir(parent_dir(live)).map_err(|e| ctx(e, "fsync directory of", live))?;
     Ok(Some(backup))
 }
 

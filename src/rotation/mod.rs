@@ -10,11 +10,12 @@
 //! operations are blocking: callers run them on the blocking pool.
 
 pub mod backup;
+pub mod beneath;
 pub mod recover;
 pub mod schedule;
 pub mod state;
 
-pub use backup::{prune, rename_live};
+pub use backup::prune;
 pub use state::{started_on_disk, FileState, StateDb};
 
 use std::io;
@@ -48,31 +49,67 @@ pub fn sleep_before(due: Option<DateTime<Local>>, now: DateTime<Local>) -> Durat
 
 /// The rotation transaction for the live file `live` at `now`, blocking:
 /// renames it to a backup named after when it was started (from `state`,
-/// else the file's own times, else `now`), records the new [`FileState`]
-/// (started `now` when a backup was made, last rotated `now`) and saves the
-/// state. Returns the backup, or `None` when the file was missing or empty
-/// (then only the state moves on, so the schedule's next time is planned).
+/// else the file's own times, else `now`) and records the new [`FileState`]
+/// (started `now` when a backup was made, last rotated `now`). Returns the
+/// backup, or `None` when the file was missing or empty (then only the state
+/// moves on, so the schedule's next time is planned).
+///
+/// Neither the rename's directory nor the state is fsynced here: the next
+/// [`StateDb::save`] does both, directory first, once for a whole wave of
+/// rotations (the scheduler saves when [`StateDb::changed`] wakes it). A
+/// crash before that save leaves the old state and possibly the old name,
+/// so the rotation is simply due again; never a state that claims a
+/// rotation whose rename was lost.
 ///
 /// The caller must have stopped writing to `live` (the writer task closed
 /// it; the own log swaps its handle right after).
 ///
 /// # Errors
-/// The rename failed ([`rename_live`]): the file stays live and `state` is
+/// The rename failed ([`backup::rename_unsynced`]): the file stays live and `state` is
 /// left as it was, so the rotation is still due and the caller decides when
-/// to retry. A failed save is only logged: the rename happened, the state is
-/// right in memory and saved with the next change.
+/// to retry.
 pub fn rotate_file(
     live: &Path,
     state: &Mutex<StateDb>,
     now: DateTime<Local>,
 ) -> io::Result<Option<PathBuf>> {
+    rotate_file_beneath(compress::parent_dir(live), live, state, now)
+}
+
+/// [`rotate_file`] under the no-symlink rule ([`beneath`]): nothing
+/// between `root` (the log directory) and `live` is followed through a
+/// symlink; such a file is refused (logged, rate-limited) and stays due.
+///
+/// # Errors
+/// As [`rotate_file`]; a refused path is `ELOOP`/`ENOTDIR`.
+pub fn rotate_file_beneath(
+    root: &Path,
+    live: &Path,
+    state: &Mutex<StateDb>,
+    now: DateTime<Local>,
+) -> io::Result<Option<PathBuf>> {
+    let (dir, name) = match beneath::Dir::of_file(root, live) {
+        Ok(d) => d,
+        Err(err) => {
+            if beneath::is_refusal(&err) {
+                beneath::warn_refused("rotation", live, &err);
+            }
+            return Err(err);
+        }
+    };
     let known = lock(state).get(live).map(|s| s.started);
+    let inner = dir.inner(name);
     let started = match known {
         Some(s) => s,
-        None => started_on_disk(live).ok().flatten().unwrap_or(now),
+        None => started_on_disk(&inner).ok().flatten().unwrap_or(now),
     };
-    let backup = rename_live(live, started.naive_local())?;
+    let backup = backup::rename_unsynced(&inner, started.naive_local())
+        .map_err(|e| dir.outer_err(e))?
+        .map(|b| dir.outer(&b));
     let mut db = lock(state);
+    if backup.is_some() {
+        db.note_renamed(compress::parent_dir(live));
+    }
     db.set(
         live,
         FileState {
@@ -80,9 +117,6 @@ pub fn rotate_file(
             last_rotation: Some(now),
         },
     );
-    if let Err(err) = db.save() {
-        warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
-    }
     Ok(backup)
 }
 
@@ -103,6 +137,10 @@ pub struct CompressJob {
     pub compress: Option<(Codec, u32)>,
     /// How many backups of `live` to keep (`backup_count`).
     pub keep: usize,
+    /// The log directory, below which no symlink is followed ([`beneath`]);
+    /// `None`: only the files themselves are never followed (the daemon's
+    /// own log, whose directory is the operator's choice).
+    pub beneath: Option<PathBuf>,
 }
 
 /// Runs `job` ([`compress_and_prune`]) on the blocking pool once one of
@@ -119,7 +157,10 @@ pub fn spawn_compression(job: CompressJob, permits: &Arc<Semaphore>, tracker: &T
             return;
         };
         let done = tokio::task::spawn_blocking(move || {
-            compress_and_prune(&job.live, &job.backup, job.compress, job.keep)
+            let root = job
+                .beneath
+                .unwrap_or_else(|| compress::parent_dir(&job.live).to_path_buf());
+            compress_and_prune_beneath(&root, &job.live, &job.backup, job.compress, job.keep)
         })
         .await;
         match done {
@@ -154,7 +195,56 @@ pub struct Finished {
 /// # Errors
 /// The first failure. Retention still runs when compression fails (the
 /// backup then stays uncompressed until the next start's recovery).
+#[cfg(test)]
 pub fn compress_and_prune(
+    live: &Path,
+    backup: &Path,
+    compress: Option<(Codec, u32)>,
+    keep: usize,
+) -> io::Result<Finished> {
+    compress_and_prune_beneath(compress::parent_dir(live), live, backup, compress, keep)
+}
+
+/// [`compress_and_prune`] under the no-symlink rule ([`beneath`]): the
+/// directory of `live` (which holds `backup`) is opened below `root`
+/// without following a symlink, and every read, rename and removal goes
+/// through it. A refused directory is logged (rate-limited) and nothing
+/// in it is touched.
+///
+/// # Errors
+/// As [`compress_and_prune`]; a refused path is `ELOOP`/`ENOTDIR`.
+pub fn compress_and_prune_beneath(
+    root: &Path,
+    live: &Path,
+    backup: &Path,
+    compress: Option<(Codec, u32)>,
+    keep: usize,
+) -> io::Result<Finished> {
+    let (dir, name) = match beneath::Dir::of_file(root, live) {
+        Ok(d) => d,
+        Err(err) => {
+            if beneath::is_refusal(&err) {
+                beneath::warn_refused("compression and retention", live, &err);
+            }
+            return Err(err);
+        }
+    };
+    let Some(backup_name) = backup.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: no file name", backup.display()),
+        ));
+    };
+    let done = compress_and_prune_in(&dir.inner(name), &dir.inner(backup_name), compress, keep)
+        .map_err(|e| dir.outer_err(e))?;
+    Ok(Finished {
+        backup: dir.outer(&done.backup),
+        pruned: done.pruned.iter().map(|p| dir.outer(p)).collect(),
+    })
+}
+
+/// The work of [`compress_and_prune`] on paths already made safe.
+fn compress_and_prune_in(
     live: &Path,
     backup: &Path,
     compress: Option<(Codec, u32)>,
@@ -175,7 +265,7 @@ pub fn compress_and_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rotation::backup::{backup_path, list_backups};
+    use crate::rotation::backup::{backup_path, list_backups, rename_live};
     use crate::rotation::schedule::Schedule;
     use chrono::{NaiveDate, TimeDelta, TimeZone};
     use std::fs;
@@ -197,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn rotate_file_renames_moves_the_state_and_saves() {
+    fn rotate_file_renames_and_moves_the_state_for_the_next_save() {
         let known = local(10, 8, 30, 15);
         let now = local(11, 0, 0, 0);
         // (what is live, state known before, backup made, started after, Err)
@@ -228,7 +318,7 @@ mod tests {
             let state = Mutex::new(db);
 
             let res = rotate_file(&live, &state, now);
-            let db = state.into_inner().unwrap();
+            let mut db = state.into_inner().unwrap();
             if fails {
                 res.expect_err(&case);
                 assert_eq!(db, before, "{case}: a failed rename leaves the state");
@@ -256,24 +346,76 @@ mod tests {
                 last_rotation: Some(now),
             };
             assert_eq!(db.get(&live), Some(want), "{case}");
-            assert!(!db.unsaved(), "{case}: saved");
+            assert!(db.unsaved(), "{case}: left to the wave's one save");
+            assert!(!state_path.exists(), "{case}: not saved per rotation");
+            db.save().unwrap();
             let saved = StateDb::load(&state_path).unwrap();
             assert_eq!(saved.get(&live), Some(want), "{case}");
         }
     }
 
     #[test]
-    fn rotate_file_keeps_the_rename_when_the_save_fails() {
+    fn a_wave_of_rotations_is_one_save_that_wakes_the_saver_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_path = dir.path().join("state.json");
+        let state = Mutex::new(StateDb::new(&state_path));
+        let changed = lock(&state).changed();
+        let lives: Vec<PathBuf> = (0..50)
+            .map(|i| {
+                let live = dir.path().join(format!("host{i}-root.log"));
+                fs::write(&live, format!("line {i}\n")).unwrap();
+                live
+            })
+            .collect();
+        let now = local(11, 0, 0, 0);
+        for live in &lives {
+            rotate_file(live, &state, now).unwrap().unwrap();
+        }
+        assert!(!state_path.exists(), "no save per rotation");
+        // One stored permit, however many changes: the saver wakes once.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            changed.notified().await;
+            let again = tokio::time::timeout(Duration::from_millis(10), changed.notified());
+            again.await.expect_err("a second permit");
+        });
+        let mut db = state.into_inner().unwrap();
+        db.save().unwrap();
+        let back = StateDb::load(&state_path).unwrap();
+        assert_eq!(back.len(), 50);
+        for live in &lives {
+            assert_eq!(back.get(live).unwrap().last_rotation, Some(now));
+            assert_eq!(backups_of(live), 1);
+        }
+    }
+
+    #[test]
+    fn a_failed_save_keeps_everything_for_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("root.log");
         fs::write(&live, b"x\n").unwrap();
-        let state = Mutex::new(StateDb::new(dir.path().join("no/such/dir/state.json")));
+        let workdir = dir.path().join("lib");
+        let state_path = workdir.join("state.json");
+        let state = Mutex::new(StateDb::new(&state_path));
         let now = local(11, 0, 0, 0);
         let backup = rotate_file(&live, &state, now).unwrap().unwrap();
         assert_eq!(fs::read(backup).unwrap(), b"x\n");
-        let db = state.into_inner().unwrap();
-        assert_eq!(db.get(&live).unwrap().last_rotation, Some(now));
-        assert!(db.unsaved(), "saved with the next change");
+        let mut db = state.into_inner().unwrap();
+        db.save().unwrap_err();
+        assert!(db.unsaved(), "still to be saved");
+        // The workdir appears (an operator fixed it): the next save has it all.
+        fs::create_dir(&workdir).unwrap();
+        db.save().unwrap();
+        assert!(!db.unsaved());
+        let back = StateDb::load(&state_path).unwrap();
+        assert_eq!(back.get(&live).unwrap().last_rotation, Some(now));
+    }
+
+    fn backups_of(live: &Path) -> usize {
+        list_backups(live).unwrap().len()
     }
 
     #[test]

@@ -12,6 +12,7 @@ use chrono::NaiveDateTime;
 
 use crate::compress::{self, ctx, Codec};
 use crate::rotation::backup::parse_backup_name;
+use crate::rotation::beneath::{self, Dir};
 
 /// What [`recover`] found and did (it also logs a summary when it did anything).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +37,10 @@ pub struct RecoverReport {
 ///
 /// Only files named like our backups (`{live}.{stamp}[.{ext}[.tmp]]` where
 /// `{live}` ends in `.log` or `.log.gz`) are touched. Symlinks are never
-/// followed, neither for app directories nor for files, so nothing outside
-/// `logdir` is read, written or removed.
+/// followed, neither for app directories nor for files ([`beneath`]: every
+/// directory is opened below `logdir` with `O_NOFOLLOW`, when listed and
+/// again when acted on), so nothing outside `logdir` is read, written or
+/// removed; a link found is logged, rate-limited.
 ///
 /// Backups of a `compress_on_write` live file (`*.log.gz.{stamp}`) are gzip
 /// already and stay as they are. The file name decides this, not the
@@ -93,8 +96,14 @@ pub fn plan(logdir: &Path) -> io::Result<RecoveryPlan> {
     for entry in entries {
         let entry = entry.map_err(|e| ctx(e, "list", logdir))?;
         let path = entry.path();
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_dir() => {}
+        // `DirEntry::file_type` does not follow a symlink.
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {}
+            Ok(t) if t.is_symlink() => {
+                let err = io::Error::from_raw_os_error(libc::ELOOP);
+                beneath::warn_refused("recovery", &path, &err);
+                continue;
+            }
             Ok(_) => continue,
             Err(e) => {
                 tracing::warn!(path = %path.display(), cause = %e, "recovery: cannot stat");
@@ -102,8 +111,20 @@ pub fn plan(logdir: &Path) -> io::Result<RecoveryPlan> {
                 continue;
             }
         }
+        let dir = match Dir::open(logdir, &path) {
+            Ok(d) => d,
+            Err(e) => {
+                if beneath::is_refusal(&e) {
+                    beneath::warn_refused("recovery", &path, &e);
+                } else {
+                    tracing::warn!(dir = %path.display(), cause = %e, "recovery: cannot open app directory");
+                    plan.failed += 1;
+                }
+                continue;
+            }
+        };
         plan.dirs += 1;
-        if let Err(e) = plan_dir(&path, &mut plan) {
+        if let Err(e) = plan_dir(&dir, &mut plan) {
             tracing::warn!(dir = %path.display(), cause = %e, "recovery: cannot scan app directory");
             plan.failed += 1;
         }
@@ -131,7 +152,7 @@ impl RecoveryPlan {
             ..RecoverReport::default()
         };
         for p in &self.partials {
-            match fs::remove_file(p) {
+            match beneath_do(logdir, p, |inner| fs::remove_file(inner)) {
                 Ok(()) => report.partials_removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -141,7 +162,7 @@ impl RecoveryPlan {
             }
         }
         for p in &self.leftovers {
-            match fs::remove_file(p) {
+            match beneath_do(logdir, p, |inner| fs::remove_file(inner)) {
                 Ok(()) => report.leftovers_removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -151,7 +172,9 @@ impl RecoveryPlan {
             }
         }
         for p in &self.to_compress {
-            match compress::compress_file(p, codec, level) {
+            match beneath_do(logdir, p, |inner| {
+                compress::compress_file(inner, codec, level)
+            }) {
                 Ok(_) => report.compressed += 1,
                 Err(e) => {
                     tracing::warn!(path = %p.display(), cause = %e, "recovery: cannot compress backup");
@@ -176,6 +199,22 @@ impl RecoveryPlan {
     }
 }
 
+/// Runs `op` on `path` (below `logdir`) as reached through its directory
+/// opened without following a symlink ([`Dir`]), so a directory swapped
+/// for a link since the plan was made is refused (and logged), not followed.
+fn beneath_do<T>(
+    logdir: &Path,
+    path: &Path,
+    op: impl FnOnce(&Path) -> io::Result<T>,
+) -> io::Result<T> {
+    let (dir, name) = Dir::of_file(logdir, path).inspect_err(|e| {
+        if beneath::is_refusal(e) {
+            beneath::warn_refused("recovery", path, e);
+        }
+    })?;
+    op(&dir.inner(name)).map_err(|e| dir.outer_err(e))
+}
+
 /// One backup found in an app directory.
 struct Found {
     path: PathBuf,
@@ -186,9 +225,9 @@ struct Found {
 }
 
 /// Lists one app directory's crash leftovers into `plan`.
-fn plan_dir(dir: &Path, plan: &mut RecoveryPlan) -> io::Result<()> {
+fn plan_dir(dir: &Dir, plan: &mut RecoveryPlan) -> io::Result<()> {
     let mut found = Vec::new();
-    for entry in fs::read_dir(dir)? {
+    for entry in fs::read_dir(dir.inner("")).map_err(|e| dir.outer_err(e))? {
         let entry = entry?;
         let file_name = entry.file_name();
         let Some(parsed) = file_name.to_str().and_then(parse_backup_name) else {
@@ -198,9 +237,15 @@ fn plan_dir(dir: &Path, plan: &mut RecoveryPlan) -> io::Result<()> {
         if !(parsed.live.ends_with(".log") || parsed.live.ends_with(".log.gz")) {
             continue;
         }
-        let path = entry.path();
-        if !fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
-            continue;
+        let path = dir.path().join(&file_name);
+        match entry.file_type() {
+            Ok(t) if t.is_file() => {}
+            Ok(t) if t.is_symlink() => {
+                let err = io::Error::from_raw_os_error(libc::ELOOP);
+                beneath::warn_refused("recovery", &path, &err);
+                continue;
+            }
+            _ => continue,
         }
         found.push(Found {
             live: parsed.live.to_owned(),

@@ -2,18 +2,37 @@
 //! per file, when it last rotated"): when each live file was started (its
 //! backup stamp) and when it last rotated, so a restart neither skips nor
 //! repeats a rotation. Plain data: the daemon wraps the [`StateDb`] in a
-//! `Mutex`, the scheduler reads it, the writer updates and saves it per rotation.
+//! `Mutex`, the scheduler reads it, writers update it per rotation, and one
+//! saver (the scheduler) writes it out once per wave of changes
+//! ([`StateDb::changed`]). [`plan_gone`] finds the entries of files that are
+//! gone for good, so the state does not grow with every transient host.
+//!
+//! Why one atomic save per wave rather than an append-only journal: the
+//! saved document stays the one JSON file that operators, tools and the
+//! old layout know, and a crash mid-save still leaves the old or the new
+//! file (temp + fsync + rename). A wave of 3,000 rotations costs one encode
+//! and two fsyncs instead of 3,000 (issue 12: 1.37 GB written and 13 s for
+//! such a wave). A journal would only save the O(entries) encode per wave,
+//! which is milliseconds, at the price of a second format and compaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use chrono::{DateTime, Local, SecondsFormat, SubsecRound};
+use chrono::{DateTime, Local, SecondsFormat, SubsecRound, TimeDelta};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::compress::{append_ext, ctx, parent_dir, sync_dir};
+use crate::rotation::backup::parse_backup_name;
 use crate::rotation::schedule::Schedule;
+
+/// An entry whose file was started less than this long ago is never pruned
+/// by [`plan_gone`]: a writer records a start just before it creates the
+/// file, and a listing taken in between must not drop that start.
+pub const PRUNE_GRACE: TimeDelta = TimeDelta::hours(1);
 
 /// Format version written to the file; a file with another version is
 /// treated like a corrupt one (ignored with a warning).
@@ -76,7 +95,26 @@ pub struct StateDb {
     files: BTreeMap<PathBuf, FileState>,
     /// Changed since the last successful save.
     unsaved: bool,
+    /// Directories with renames (rotations) not yet fsynced: synced by the
+    /// next [`StateDb::save`] before the state that records those
+    /// rotations is written, so a crash never leaves a state that claims
+    /// a rotation whose rename was lost.
+    unsynced_dirs: BTreeSet<PathBuf>,
+    /// Wakes the saver after a change.
+    changed: Changed,
 }
+
+/// The [`Notify`] behind [`StateDb::changed`]; not part of the state's value.
+#[derive(Debug, Clone, Default)]
+struct Changed(Arc<Notify>);
+
+impl PartialEq for Changed {
+    fn eq(&self, _: &Changed) -> bool {
+        true
+    }
+}
+
+impl Eq for Changed {}
 
 /// The document as stored.
 #[derive(Serialize, Deserialize)]
@@ -100,8 +138,7 @@ impl StateDb {
     pub fn new(path: impl Into<PathBuf>) -> StateDb {
         StateDb {
             path: path.into(),
-            files: BTreeMap::new(),
-            unsaved: false,
+            ..StateDb::default()
         }
     }
 
@@ -198,14 +235,26 @@ impl StateDb {
         out
     }
 
-    /// Writes the state atomically: to `{path}.tmp` in the same directory,
-    /// `sync_all`, rename over `path`, fsync the directory. A crash leaves
-    /// either the old or the new state, never a torn one. Cheap enough to
-    /// call after every rotation (one small file, two fsyncs).
+    /// Writes the state atomically: first fsyncs the directories of the
+    /// rotations it records ([`StateDb::note_renamed`]), then writes
+    /// `{path}.tmp` in the same directory, `sync_all`, renames it over
+    /// `path` and fsyncs that directory. A crash leaves either the old or
+    /// the new state, never a torn one. O(entries): call it once per wave
+    /// of changes, not per change (the scheduler does, on [`StateDb::changed`]).
     ///
     /// # Errors
-    /// Any I/O error (the `.tmp` is removed then); the previous state stays.
+    /// Any I/O error (the `.tmp` is removed then); the previous state stays,
+    /// and so does everything this save should have written.
     pub fn save(&mut self) -> io::Result<()> {
+        while let Some(dir) = self.unsynced_dirs.first() {
+            // A directory that is gone has no rename left to make durable.
+            match sync_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ctx(e, "fsync directory", dir)),
+            }
+            self.unsynced_dirs.pop_first();
+        }
         let tmp = append_ext(&self.path, "tmp");
         let result = (|| {
             let mut file = OpenOptions::new()
@@ -245,18 +294,52 @@ impl StateDb {
     }
 
     /// Records the state of `live` (times truncated to the microsecond).
-    /// In memory only until [`StateDb::save`].
+    /// In memory only until [`StateDb::save`]; wakes [`StateDb::changed`].
     pub fn set(&mut self, live: &Path, state: FileState) {
         self.unsaved = true;
         self.files.insert(live.to_owned(), state.truncated());
+        self.changed.0.notify_one();
     }
 
-    /// Forgets `live` (e.g. its facility was removed from the config) and
-    /// returns what was known.
-    #[cfg(test)]
+    /// Records that a file in `dir` was renamed and the directory not yet
+    /// fsynced: the next [`StateDb::save`] syncs it first.
+    pub fn note_renamed(&mut self, dir: &Path) {
+        self.unsynced_dirs.insert(dir.to_owned());
+    }
+
+    /// Notified (one stored permit) whenever the state changes, so one
+    /// saver can coalesce a wave of changes into one save.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.0.clone()
+    }
+
+    /// Forgets `live` and returns what was known.
     pub fn remove(&mut self, live: &Path) -> Option<FileState> {
-        self.unsaved = true;
-        self.files.remove(live)
+        let old = self.files.remove(live);
+        if old.is_some() {
+            self.unsaved = true;
+            self.changed.0.notify_one();
+        }
+        old
+    }
+
+    /// Removes the entries [`plan_gone`] found, each only if it still holds
+    /// the state the plan saw (a rotation or a new start since then keeps
+    /// it). Returns how many went.
+    pub fn remove_gone(&mut self, gone: &[(PathBuf, FileState)]) -> usize {
+        let mut removed = 0;
+        for (path, seen) in gone {
+            if self.files.get(path) == Some(seen) {
+                self.remove(path);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// A copy of every entry, for work done without the lock ([`plan_gone`]).
+    pub fn snapshot(&self) -> Vec<(PathBuf, FileState)> {
+        self.files.iter().map(|(p, s)| (p.clone(), *s)).collect()
     }
 
     /// Every known file and its state, sorted by path.
@@ -265,7 +348,6 @@ impl StateDb {
     }
 
     /// How many files are known.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -275,6 +357,73 @@ impl StateDb {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
+}
+
+/// The entries of `entries` whose live file no longer exists and has no
+/// backup left (issue 12: 45,000 transient hosts grew the state to 6.2 MB),
+/// started at least [`PRUNE_GRACE`] before `now`. Blocking: reads each
+/// entry's directory once (O(directory entries), not O(files²)).
+///
+/// Only a clear answer prunes: a directory that is missing counts as empty,
+/// but one that cannot be read, or that is reached through a symlink
+/// (`symlink_metadata`), keeps all its entries. `listing(dir)` gives a
+/// directory's file names, or `None` for "cannot tell": the daemon passes
+/// [`listing`].
+pub fn plan_gone(
+    entries: &[(PathBuf, FileState)],
+    now: DateTime<Local>,
+    mut listing: impl FnMut(&Path) -> Option<HashSet<String>>,
+) -> Vec<(PathBuf, FileState)> {
+    let mut by_dir: HashMap<&Path, Vec<&(PathBuf, FileState)>> = HashMap::new();
+    for e in entries {
+        if now - e.1.started >= PRUNE_GRACE {
+            by_dir.entry(parent_dir(&e.0)).or_default().push(e);
+        }
+    }
+    let mut gone = Vec::new();
+    for (dir, entries) in by_dir {
+        let Some(names) = listing(dir) else {
+            continue;
+        };
+        // Live names that still have something on disk: the file itself,
+        // or a backup (compressed, partial or not) of it.
+        let mut alive: HashSet<&str> = HashSet::new();
+        for n in &names {
+            alive.insert(n);
+            if let Some(b) = parse_backup_name(n) {
+                alive.insert(b.live);
+            }
+        }
+        for e in entries {
+            let name = e.0.file_name().and_then(|n| n.to_str());
+            if name.is_some_and(|n| !alive.contains(n)) {
+                gone.push(e.clone());
+            }
+        }
+    }
+    gone.sort_by(|a, b| a.0.cmp(&b.0));
+    gone
+}
+
+/// The file names in `dir` for [`plan_gone`]: empty when `dir` does not
+/// exist, `None` (keep every entry) when it is a symlink, not a directory,
+/// or cannot be read.
+pub fn listing(dir: &Path) -> Option<HashSet<String>> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_dir() => {}
+        Ok(_) => return None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(HashSet::new()),
+        Err(_) => return None,
+    }
+    let mut names = HashSet::new();
+    for entry in fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        // A name that is not UTF-8 is none of ours.
+        if let Ok(n) = entry.file_name().into_string() {
+            names.insert(n);
+        }
+    }
+    Some(names)
 }
 
 /// A best guess at when an existing live file was started, for a file the
@@ -429,6 +578,83 @@ mod tests {
         fs::write(&live, b"x").unwrap();
         let t = started_on_disk(&live).unwrap().unwrap();
         assert!(t >= before && t <= Local::now() + chrono::TimeDelta::seconds(5));
+    }
+
+    #[test]
+    fn gone_files_without_backups_are_pruned_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        fs::create_dir(&app).unwrap();
+        let now = local(2026, 3, 10, 12, 0, 0, 0);
+        let old = FileState::new(now - TimeDelta::days(2));
+        let fresh = FileState::new(now - TimeDelta::minutes(5));
+        let mut db = StateDb::new(dir.path().join("state.json"));
+        let mut gone = Vec::new();
+        for i in 0..200 {
+            let live = app.join(format!("transient{i}-root.log"));
+            db.set(&live, old);
+            gone.push(live);
+        }
+        let live_file = app.join("live-root.log");
+        fs::write(&live_file, b"x\n").unwrap();
+        let with_backup = app.join("kept-root.log");
+        fs::write(
+            app.join("kept-root.log.2026-03-01-00-00-00-000000.xz"),
+            b"x",
+        )
+        .unwrap();
+        let partial_only = app.join("partial-root.log");
+        fs::write(
+            app.join("partial-root.log.2026-03-01-00-00-00-000000.gz.tmp"),
+            b"x",
+        )
+        .unwrap();
+        let just_started = app.join("new-root.log");
+        let missing_dir = dir.path().join("gone-app/root.log");
+        for p in [&live_file, &with_backup, &partial_only, &missing_dir] {
+            db.set(p, old);
+        }
+        db.set(&just_started, fresh);
+        #[cfg(unix)]
+        let linked = {
+            // Behind a symlinked directory: cannot tell, so kept.
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("link"))
+                .unwrap();
+            let p = dir.path().join("link/root.log");
+            db.set(&p, old);
+            p
+        };
+        db.save().unwrap();
+
+        let plan = plan_gone(&db.snapshot(), now, listing);
+        let mut want: Vec<PathBuf> = gone.clone();
+        want.push(missing_dir.clone());
+        want.sort();
+        assert_eq!(
+            plan.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+            want
+        );
+        // An entry that changed since the plan (a rotation, a restart of the
+        // file) stays.
+        db.set(&gone[0], FileState::new(now));
+        assert_eq!(db.remove_gone(&plan), want.len() - 1);
+        assert!(db.unsaved());
+        db.save().unwrap();
+        let back = StateDb::load(db.path()).unwrap();
+        for kept in [
+            &live_file,
+            &with_backup,
+            &partial_only,
+            &just_started,
+            &gone[0],
+        ] {
+            assert!(back.get(kept).is_some(), "{}", kept.display());
+        }
+        #[cfg(unix)]
+        assert!(back.get(&linked).is_some());
+        assert!(back.get(&missing_dir).is_none());
+        assert!(back.get(&gone[1]).is_none());
+        assert_eq!(back.len(), 5 + usize::from(cfg!(unix)));
     }
 
     #[test]

@@ -169,15 +169,15 @@ async fn own_log_rotates_every_cron_minute_under_paused_time() {
 /// Tracing output of the test's own thread (where a current-thread runtime
 /// runs every daemon task), as text.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 
     /// The lines containing `needle`.
-    fn lines(&self, needle: &str) -> Vec<String> {
+    pub(crate) fn lines(&self, needle: &str) -> Vec<String> {
         self.text()
             .lines()
             .filter(|l| l.contains(needle))

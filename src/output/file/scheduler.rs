@@ -8,6 +8,12 @@
 //! start) has passed, so a restart neither skips nor repeats a rotation. A
 //! rotation whose rename failed stays due and is retried at the next re-plan
 //! ([`rotation::REPLAN_INTERVAL`]).
+//!
+//! The scheduler is also the one saver of that state: once per pass, so a
+//! wave of rotations (3,000 per-host files at midnight) costs one save, and
+//! soon after a writer's change ([`StateDb::changed`]); with backoff when
+//! saving fails ([`Saver`]). It prunes the entries of files gone with all
+//! their backups at start and every [`PRUNE_EVERY`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,10 +21,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local};
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Command, Writers};
+use crate::clock::Clock;
 use crate::config::{Facility, FacilityDb};
 use crate::rotation::{self, started_on_disk, FileState, StateDb};
 
@@ -28,6 +36,15 @@ const NEW_FILE_SETTLE: Duration = Duration::from_millis(250);
 /// How long to wait for a busy writer to confirm a rotation.
 const ROTATE_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often the state is pruned of files that are gone (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The first wait after a failed state save; doubled per failure.
+const SAVE_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two attempts to save the state.
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Runs until `token` is cancelled.
 pub(crate) async fn run(
     writers: Arc<Writers>,
@@ -36,7 +53,12 @@ pub(crate) async fn run(
 ) {
     let new_file = writers.ctx().new_file.clone();
     let clock = writers.ctx().clock.clone();
+    let state = writers.ctx().state.clone();
+    let changed = rotation::lock(&state).changed();
+    let mut saver = Saver::new(state.clone());
     let first = facilities.borrow_and_update().clone();
+    prune_gone(&state, &clock).await;
+    let mut next_prune = Instant::now() + PRUNE_EVERY;
     adopt_existing_files(&writers, &first).await;
     loop {
         let db = facilities.borrow_and_update().clone();
@@ -49,18 +71,23 @@ pub(crate) async fn run(
                 next = Some(due);
             }
         }
-        let sleep = rotation::sleep_before(next, clock.now());
-        save_state(writers.ctx().state.clone()).await;
+        if Instant::now() >= next_prune {
+            prune_gone(&state, &clock).await;
+            next_prune = Instant::now() + PRUNE_EVERY;
+        }
+        // The whole wave above, and whatever writers changed since the last
+        // pass (size rotations, new files), in one save.
+        saver.save().await;
+        let mut sleep = rotation::sleep_before(next, clock.now());
+        if let Some(retry) = saver.retry_at() {
+            sleep = sleep.min(retry.saturating_duration_since(Instant::now()));
+        }
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            _ = new_file.notified() => {
-                // Files tend to appear in bursts (a relay's hosts): let the
-                // burst settle so one plan and one save cover it.
-                tokio::select! {
-                    _ = tokio::time::sleep(NEW_FILE_SETTLE) => {}
-                    _ = token.cancelled() => {}
-                }
-            }
+            _ = new_file.notified() => settle(&token).await,
+            // A rotation by a writer (size) or the own log: saved soon,
+            // together with whatever else changes meanwhile.
+            _ = changed.notified() => settle(&token).await,
             changed = facilities.changed() => {
                 // The sender only goes away at shutdown.
                 if changed.is_err() {
@@ -70,23 +97,119 @@ pub(crate) async fn run(
             _ = token.cancelled() => break,
         }
     }
-    save_state(writers.ctx().state.clone()).await;
+    save_state(state).await;
 }
 
-/// Saves the rotation state if it changed (new files' start times), on a
-/// blocking thread: the save fsyncs.
+/// Changes tend to come in bursts (a relay's hosts, a wave of size
+/// rotations): let the burst settle so one plan and one save cover it.
+async fn settle(token: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(NEW_FILE_SETTLE) => {}
+        _ = token.cancelled() => {}
+    }
+}
+
+/// Saves the rotation state if it changed, on a blocking thread (the save
+/// fsyncs), logging a failure. For the final save at shutdown; the
+/// scheduler's own saves go through [`Saver`], which backs off.
 pub(crate) async fn save_state(state: Arc<Mutex<StateDb>>) {
+    if let Err(err) = try_save(state).await {
+        warn!(cause = %err, "cannot save rotation state");
+    }
+}
+
+/// One save if anything changed: `Ok(false)` when there was nothing to do.
+async fn try_save(state: Arc<Mutex<StateDb>>) -> Result<bool, String> {
     let res = tokio::task::spawn_blocking(move || {
         let mut db = rotation::lock(&state);
-        if db.unsaved() {
-            if let Err(err) = db.save() {
-                warn!(path = %db.path().display(), cause = %err, "cannot save rotation state");
+        if !db.unsaved() {
+            return Ok(false);
+        }
+        db.save()
+            .map(|()| true)
+            .map_err(|e| format!("{}: {e}", db.path().display()))
+    })
+    .await;
+    res.unwrap_or_else(|join| Err(format!("save task failed: {join}")))
+}
+
+/// The scheduler's saves of the rotation state, with exponential backoff
+/// after a failure (a full or read-only workdir, issue 12 item 7): one
+/// attempt, and one warning, per backoff step, never a save per change.
+/// The state stays right in memory meanwhile; a save that works again
+/// writes all of it and is logged once.
+pub(crate) struct Saver {
+    /// The state this saves.
+    state: Arc<Mutex<StateDb>>,
+    /// The wait after the next failure.
+    backoff: Duration,
+    /// No attempt before this, while failing.
+    retry_at: Option<Instant>,
+}
+
+// === impl Saver ===
+
+impl Saver {
+    /// A saver of `state` that has not failed yet.
+    pub(crate) fn new(state: Arc<Mutex<StateDb>>) -> Saver {
+        Saver {
+            state,
+            backoff: SAVE_RETRY_FIRST,
+            retry_at: None,
+        }
+    }
+
+    /// When the next attempt is due, while saves are failing.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Saves if the state changed and no backoff is running.
+    pub(crate) async fn save(&mut self) {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match try_save(self.state.clone()).await {
+            Ok(saved) => {
+                if saved && self.retry_at.is_some() {
+                    info!("rotation state saved again");
+                }
+                self.backoff = SAVE_RETRY_FIRST;
+                self.retry_at = None;
+            }
+            Err(cause) => {
+                let retry_in = self.backoff;
+                self.backoff = (self.backoff * 2).min(SAVE_RETRY_MAX);
+                self.retry_at = Some(Instant::now() + retry_in);
+                warn!(%cause, ?retry_in, "cannot save rotation state; retrying");
             }
         }
+    }
+}
+
+/// Drops the state of files that are gone with all their backups
+/// ([`rotation::state::plan_gone`]): listed off the lock on the blocking
+/// pool, removed under it only if unchanged meanwhile, saved with the next save.
+async fn prune_gone(state: &Arc<Mutex<StateDb>>, clock: &Clock) {
+    let state = state.clone();
+    let now = clock.now();
+    let res = tokio::task::spawn_blocking(move || {
+        let entries = rotation::lock(&state).snapshot();
+        let gone = rotation::state::plan_gone(&entries, now, rotation::state::listing);
+        if gone.is_empty() {
+            return;
+        }
+        let mut db = rotation::lock(&state);
+        let removed = db.remove_gone(&gone);
+        info!(
+            removed,
+            left = db.len(),
+            "rotation state: forgot files gone with all their backups"
+        );
     })
     .await;
     if let Err(err) = res {
-        warn!(cause = %err, "saving the rotation state failed");
+        warn!(cause = %err, "pruning the rotation state failed");
     }
 }
 
@@ -185,11 +308,8 @@ async fn adopt_existing_files(writers: &Writers, db: &Arc<FacilityDb>) {
                 }
             }
         }
-        if added > 0 {
-            if let Err(err) = st.save() {
-                warn!(cause = %err, "cannot save rotation state");
-            }
-        }
+        // Saved by the scheduler's first pass, which follows.
+        debug!(added, "adopted live files the state did not know");
     })
     .await;
     if let Err(err) = res {

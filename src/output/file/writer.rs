@@ -704,6 +704,7 @@ impl LogFile {
         let path = self.path.clone();
         let state = self.ctx.state.clone();
         let clock = self.ctx.clock.clone();
+        let logdir = self.ctx.logdir.clone();
         let renamed = tokio::task::spawn_blocking(move || {
             if let (Some(f), true) = (&file, sync) {
                 if let Err(err) = f.sync_all() {
@@ -711,7 +712,7 @@ impl LogFile {
                 }
             }
             drop(file);
-            rotation::rotate_file(&path, &state, clock.now())
+            rotation::rotate_file_beneath(&logdir, &path, &state, clock.now())
         })
         .await;
         self.slot = None; // the descriptor is closed
@@ -743,6 +744,7 @@ impl LogFile {
             backup,
             compress: (!c.compress_on_write).then_some((c.format, c.level)),
             keep: self.facility.backup_count as usize,
+            beneath: Some(self.ctx.logdir.clone()),
         };
         rotation::spawn_compression(job, &self.ctx.compressions, &self.ctx.compress_tracker);
     }
