@@ -40,3 +40,6 @@ mod agent;
 
 #[path = "it/client.rs"]
 mod client;
+
+#[path = "it/limits.rs"]
+mod limits;

@@ -486,8 +486,12 @@ fn read_limits(r: &Reader<'_>) -> Result<Limits, ConfigError> {
             max,
         )?))
     };
-    let max_connections =
-        r.number("max_connections", d.max_connections as u64, 1, MAX_CONNECTIONS)? as usize;
+    let max_connections = r.number(
+        "max_connections",
+        d.max_connections as u64,
+        1,
+        MAX_CONNECTIONS,
+    )? as usize;
     let max_connections_per_ip = r.number(
         "max_connections_per_ip",
         d.max_connections_per_ip as u64,
@@ -1143,19 +1147,26 @@ listen_ipv6_ssl =
         assert_eq!(d.max_connections_per_ip, 256);
         assert_eq!(d.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(d.frame_timeout, Duration::from_secs(30));
-        let c = parse(
-            "[server]\nmax_connections_per_ip = 8\nidle_timeout = 60\nframe_timeout = 5\n",
-        )
-        .unwrap()
-        .limits;
+        let c =
+            parse("[server]\nmax_connections_per_ip = 8\nidle_timeout = 60\nframe_timeout = 5\n")
+                .unwrap()
+                .limits;
         assert_eq!(c.max_connections_per_ip, 8);
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(60)));
         assert_eq!(c.frame_timeout, Duration::from_secs(5));
         let off = parse("[server]\nidle_timeout = 0\n").unwrap().limits;
         assert_eq!(off.idle_timeout, None);
         for (text, place, range) in [
-            ("max_connections_per_ip = 0", "max_connections_per_ip", "from 1 to 1048576"),
-            ("max_connections = 0", "max_connections", "from 1 to 1048576"),
+            (
+                "max_connections_per_ip = 0",
+                "max_connections_per_ip",
+                "from 1 to 1048576",
+            ),
+            (
+                "max_connections = 0",
+                "max_connections",
+                "from 1 to 1048576",
+            ),
             ("idle_timeout = 86401", "idle_timeout", "from 0 to 86400"),
             ("idle_timeout = -1", "idle_timeout", "from 0 to 86400"),
             ("frame_timeout = 0", "frame_timeout", "from 1 to 3600"),

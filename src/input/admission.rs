@@ -126,10 +126,7 @@ mod tests {
         let two = a.admit(ip("10.0.0.1")).unwrap();
         assert_eq!(a.admit(ip("10.0.0.1")).unwrap_err(), Refusal::PerIp);
         // The mapped form of the same address is the same peer.
-        assert_eq!(
-            a.admit(ip("::ffff:10.0.0.1")).unwrap_err(),
-            Refusal::PerIp
-        );
+        assert_eq!(a.admit(ip("::ffff:10.0.0.1")).unwrap_err(), Refusal::PerIp);
         let three = a.admit(ip("10.0.0.2")).unwrap();
         assert_eq!(a.admit(ip("10.0.0.3")).unwrap_err(), Refusal::Full);
         drop(one);

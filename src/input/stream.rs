@@ -24,9 +24,9 @@
 use std::io;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -233,7 +233,9 @@ impl Deadlines {
 
     /// The earliest instant something is due.
     fn next(&self) -> Instant {
-        let idle = self.idle.map_or(self.active_at + NO_DEADLINE, |t| self.active_at + t);
+        let idle = self
+            .idle
+            .map_or(self.active_at + NO_DEADLINE, |t| self.active_at + t);
         match self.frame_at {
             Some(f) => idle.min(f + self.frame),
             None => idle,
