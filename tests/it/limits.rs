@@ -374,17 +374,13 @@ fn tls_connect(addr: SocketAddr) -> StreamOwned<ClientConnection, TcpStream> {
 /// Waits (bounded by the socket's read timeout) until the daemon closes.
 fn wait_tls_closed(tls: &mut StreamOwned<ClientConnection, TcpStream>) {
     let mut buf = [0u8; 64];
-    loop {
-        match tls.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => panic!("daemon sent {n} bytes of application data"),
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
-            {
-                panic!("daemon did not close the TLS connection within {DEADLINE:?}")
-            }
-            Err(_) => return, // EOF without close_notify, or a reset: closed
+    match tls.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("daemon sent {n} bytes of application data"),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            panic!("daemon did not close the TLS connection within {DEADLINE:?}")
         }
+        Err(_) => {} // EOF without close_notify, or a reset: closed
     }
 }
 
