@@ -710,3 +710,68 @@ fn twenty_thousand_connections_past_max_connections_are_refused_at_once() {
     assert_eq!(d.stat("written"), cap as u64 + 1);
     assert!(d.stat("connections_refused") > (n - cap) as u64);
 }
+
+// === the Python client after an idle close ===
+
+/// The published Python client (loghog 0.7) against `idle_timeout = 1 s`:
+/// after the daemon closed its quiet connection, nothing is lost. The
+/// client notices the close when it next logs, keeps that message and
+/// sends it, on a new connection, with the one after (the lateness the
+/// man page warns about). Needs `LOGHOG_PYTHON` as the compat tests do.
+#[test]
+fn python_client_loses_nothing_after_an_idle_close() {
+    let Some(python) = std::env::var("LOGHOG_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        if std::env::var("LOGHOG_SKIP_PYTHON").as_deref() == Ok("1")
+            && std::env::var_os("CI").is_none()
+        {
+            eprintln!("SKIPPED: Python client idle-close test (LOGHOG_SKIP_PYTHON=1)");
+            return;
+        }
+        panic!(
+            "LOGHOG_PYTHON is not set: run scripts/test (or set LOGHOG_SKIP_PYTHON=1 outside CI)"
+        );
+    };
+    let setup = Setup::new().facilities("[pyapp]\nrotate = daily\nbackup_count = 1\n");
+    let mut d = InProcess::start_with(&setup, |c| {
+        c.limits.idle_timeout = Some(Duration::from_secs(1))
+    });
+    let port = d.tcp_addr().port();
+    let log = setup.log("pyapp/root.log");
+    let script = format!(
+        "import logging, loghog, sys, time\n\
+         h = loghog.LoghogHandler('pyapp', port={port}, hostname='py')\n\
+         log = logging.getLogger('root.idle'); log.setLevel(logging.INFO)\n\
+         log.addHandler(h); log.propagate = False\n\
+         log.info('one')\n\
+         print('sent one', flush=True)\n\
+         sys.stdin.readline()\n\
+         log.info('two'); log.info('three')\n\
+         print('held', len(h.buffer), flush=True)\n"
+    );
+    let mut child = Command::new(&python)
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {python}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "sent one");
+    wait_for_lines(&log, 1, DEADLINE);
+    d.wait_stat("idle_closed", 1);
+    writeln!(stdin, "go").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "held 0", "the client kept messages unsent");
+    let lines = wait_for_lines(&log, 3, DEADLINE);
+    assert_eq!(bodies(&lines), ["one", "two", "three"]);
+    assert!(child.wait().unwrap().success());
+    d.stop();
+    assert_eq!(d.stat("idle_closed"), 1);
+    assert_eq!(d.stat("connections"), 2);
+}
