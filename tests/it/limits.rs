@@ -632,6 +632,13 @@ fn twenty_thousand_concurrent_connections_are_all_served() {
         (0, n),
         "the daemon closed served connections"
     );
+    // A figure for the report, not a check: what the connections cost.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap_or_default();
+    let rss: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM") || l.starts_with("Threads"))
+        .collect();
+    println!("daemon with {n} open connections: {}", rss.join(", "));
     crowd.finish();
     d.stop();
     assert_eq!(d.stat("connections"), n as u64 + 1);
