@@ -477,3 +477,63 @@ fn reserve_for_next(buf: &mut BytesMut, need: usize, read_size: usize) {
         *buf = BytesMut::with_capacity(read_size);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(idle: Option<u64>, frame: u64) -> crate::config::Limits {
+        crate::config::Limits {
+            idle_timeout: idle.map(Duration::from_secs),
+            frame_timeout: Duration::from_secs(frame),
+            ..Default::default()
+        }
+    }
+
+    /// The timer is armed for the idle deadline, brought forward once when
+    /// a frame starts (not per read), and a check says which is due.
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_arm_once_per_frame_and_say_what_is_due() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(&limits(Some(300), 30), t0);
+        let timer = tokio::time::sleep_until(d.next());
+        tokio::pin!(timer);
+        assert_eq!(timer.deadline(), t0 + Duration::from_secs(300));
+
+        // A read ends inside a frame: the timer comes forward to its end.
+        let t1 = t0 + Duration::from_secs(1);
+        d.read(t1, true, false, timer.as_mut());
+        assert_eq!(timer.deadline(), t1 + Duration::from_secs(30));
+        // Frames completing and starting later leave the timer alone.
+        d.read(t1 + Duration::from_secs(2), true, true, timer.as_mut());
+        assert_eq!(timer.deadline(), t1 + Duration::from_secs(30));
+
+        // At the (old) deadline the current frame is not due yet: re-armed.
+        let fired = t1 + Duration::from_secs(30);
+        d.check(fired, timer.as_mut()).unwrap();
+        assert_eq!(timer.deadline(), t1 + Duration::from_secs(32));
+        // The frame still incomplete 30 s after it began.
+        let err = d.check(t1 + Duration::from_secs(32), timer.as_mut());
+        assert!(matches!(err, Err(ConnError::FrameTimeout(_))), "{err:?}");
+
+        // Whole frames only: idle is what is due, 300 s after the last read.
+        let t2 = t1 + Duration::from_secs(40);
+        d.read(t2, false, true, timer.as_mut());
+        d.check(t2 + Duration::from_secs(299), timer.as_mut())
+            .unwrap();
+        assert_eq!(timer.deadline(), t2 + Duration::from_secs(300));
+        let err = d.check(t2 + Duration::from_secs(300), timer.as_mut());
+        assert!(matches!(err, Err(ConnError::Idle(_))), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_idle_timeout_never_closes_a_quiet_connection() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(&limits(None, 30), t0);
+        let timer = tokio::time::sleep_until(d.next());
+        tokio::pin!(timer);
+        let day = t0 + NO_DEADLINE;
+        d.check(day, timer.as_mut()).unwrap();
+        assert!(timer.deadline() >= day);
+    }
+}
