@@ -337,14 +337,11 @@ pub async fn run(
         limiter: RateLimit::new(20, Duration::from_secs(10)),
         facilities: fac_rx.clone(),
     });
-    let inputs = Arc::new(InputCtx {
+    let inputs = Arc::new(InputCtx::new(
         router,
-        max_msg_size: config.server.max_msg_size,
-        limits: limits.clone(),
-        open_streams: Default::default(),
-        ticker: Default::default(),
-        stop_reading: CancellationToken::new(),
-    });
+        config.server.max_msg_size,
+        limits.clone(),
+    ));
     let token = CancellationToken::new();
     let readers = TaskTracker::new();
     // Backups a crash left uncompressed (or half-compressed) are listed now,

@@ -43,6 +43,18 @@ pub struct Stats {
     pub writers: AtomicU64,
     /// Gauge: log files open now (at most `max_open_files`).
     pub open_files: AtomicU64,
+    /// Connections accepted and closed at once: `max_connections` reached.
+    pub connections_refused: AtomicU64,
+    /// Connections accepted and closed at once: their address already held
+    /// `max_connections_per_ip`.
+    pub connections_refused_per_ip: AtomicU64,
+    /// Connections accepted and closed at once on the reserve descriptor
+    /// because the daemon was out of file descriptors.
+    pub connections_refused_no_fd: AtomicU64,
+    /// Connections closed after `idle_timeout` without a byte.
+    pub idle_closed: AtomicU64,
+    /// Connections closed because a frame took longer than `frame_timeout`.
+    pub frame_timeout_closed: AtomicU64,
 }
 
 /// The values that go up and down (the rest only go up).
@@ -100,7 +112,7 @@ impl Stats {
         }
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 16] {
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 21] {
         [
             (
                 "received",
@@ -170,6 +182,31 @@ impl Stats {
             ),
             ("writers", "writer tasks alive", &self.writers),
             ("open_files", "log files open now", &self.open_files),
+            (
+                "connections_refused",
+                "connections closed at once: max_connections reached",
+                &self.connections_refused,
+            ),
+            (
+                "connections_refused_per_ip",
+                "connections closed at once: max_connections_per_ip reached",
+                &self.connections_refused_per_ip,
+            ),
+            (
+                "connections_refused_no_fd",
+                "connections closed at once: out of file descriptors",
+                &self.connections_refused_no_fd,
+            ),
+            (
+                "idle_closed",
+                "connections closed after idle_timeout without a byte",
+                &self.idle_closed,
+            ),
+            (
+                "frame_timeout_closed",
+                "connections closed: a frame took longer than frame_timeout",
+                &self.frame_timeout_closed,
+            ),
         ]
     }
 }

@@ -46,3 +46,6 @@ mod faults;
 
 #[path = "it/scale.rs"]
 mod scale;
+
+#[path = "it/limits.rs"]
+mod limits;

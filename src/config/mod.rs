@@ -48,6 +48,9 @@ const KNOWN: &[(&str, &[&str])] = &[
             "cacert",
             "max_msg_size",
             "max_connections",
+            "max_connections_per_ip",
+            "idle_timeout",
+            "frame_timeout",
             "handshake_timeout",
             "shutdown_timeout",
             "max_open_files",
@@ -58,6 +61,12 @@ const KNOWN: &[(&str, &[&str])] = &[
     // workdir under a fixed name, so the key is accepted and ignored.
     ("scheduler", &["db_filename"]),
 ];
+
+/// Largest `max_connections` and `max_connections_per_ip` (each connection
+/// takes a file descriptor; RLIMIT_NOFILE cannot go past 2^20 by default).
+const MAX_CONNECTIONS: u64 = 1 << 20;
+/// Largest `idle_timeout`: a day.
+const MAX_IDLE_TIMEOUT: u64 = 86_400;
 
 /// Smallest `max_msg_size`: a frame header plus a minimal JSON message.
 const MIN_MSG_SIZE: u64 = 64;
@@ -142,9 +151,22 @@ pub struct Config {
 /// constants so tests can shrink them.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// `[server] max_connections`: most connections served at once per
-    /// stream listener; more wait in the kernel's accept backlog.
+    /// `[server] max_connections`: most TCP and TLS connections served at
+    /// once, all listeners together. More are accepted and closed at once
+    /// (counted), so the kernel's accept queue never fills and locks every
+    /// new peer out.
     pub max_connections: usize,
+    /// `[server] max_connections_per_ip`: most connections one peer address
+    /// may hold, so one host cannot take every slot. Never unlimited: a
+    /// cap as high as `max_connections` is the way to turn it off.
+    pub max_connections_per_ip: usize,
+    /// `[server] idle_timeout` (seconds): a connection that sends nothing
+    /// this long is closed; `None` (the value 0) never closes one.
+    pub idle_timeout: Option<Duration>,
+    /// `[server] frame_timeout` (seconds): a frame whose first byte arrived
+    /// must be complete within this, or the connection is closed (a peer
+    /// trickling bytes holds a slot and a buffer otherwise).
+    pub frame_timeout: Duration,
     /// `[server] handshake_timeout` (seconds): a silent peer may hold a TLS
     /// handshake slot at most this long.
     pub handshake_timeout: Duration,
@@ -175,6 +197,9 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 16_384,
+            max_connections_per_ip: 256,
+            idle_timeout: Some(Duration::from_secs(300)),
+            frame_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             compress_grace: Duration::from_secs(5),
@@ -477,9 +502,33 @@ fn read_limits(r: &Reader<'_>) -> Result<Limits, ConfigError> {
             max,
         )?))
     };
+    let max_connections = r.number(
+        "max_connections",
+        d.max_connections as u64,
+        1,
+        MAX_CONNECTIONS,
+    )? as usize;
+    let max_connections_per_ip = r.number(
+        "max_connections_per_ip",
+        d.max_connections_per_ip as u64,
+        1,
+        MAX_CONNECTIONS,
+    )? as usize;
+    // 0 turns the idle timeout off: an application that logs once an hour
+    // over one connection (the Python 0.7 client keeps it open) would
+    // otherwise find it closed every time and send that message only with
+    // its next one.
+    let idle = r.number(
+        "idle_timeout",
+        d.idle_timeout.map_or(0, |t| t.as_secs()),
+        0,
+        MAX_IDLE_TIMEOUT,
+    )?;
     Ok(Limits {
-        max_connections: r.number("max_connections", d.max_connections as u64, 1, 1 << 20)?
-            as usize,
+        max_connections,
+        max_connections_per_ip,
+        idle_timeout: (idle > 0).then(|| Duration::from_secs(idle)),
+        frame_timeout: secs("frame_timeout", d.frame_timeout, 3600)?,
         handshake_timeout: secs("handshake_timeout", d.handshake_timeout, 3600)?,
         shutdown_grace: secs("shutdown_timeout", d.shutdown_grace, 3600)?,
         max_open_files: r.number("max_open_files", d.max_open_files as u64, 16, 1 << 20)? as usize,
@@ -1109,6 +1158,42 @@ listen_ipv6_ssl =
         );
         let err = parse("[server]\nshutdown_timeout = 0\n").unwrap_err();
         assert!(err.problem.contains("from 1 to 3600"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_and_timeouts_are_read_and_range_checked() {
+        let d = parse("").unwrap().limits;
+        assert_eq!(d.max_connections_per_ip, 256);
+        assert_eq!(d.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(d.frame_timeout, Duration::from_secs(30));
+        let c =
+            parse("[server]\nmax_connections_per_ip = 8\nidle_timeout = 60\nframe_timeout = 5\n")
+                .unwrap()
+                .limits;
+        assert_eq!(c.max_connections_per_ip, 8);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.frame_timeout, Duration::from_secs(5));
+        let off = parse("[server]\nidle_timeout = 0\n").unwrap().limits;
+        assert_eq!(off.idle_timeout, None);
+        for (text, place, range) in [
+            (
+                "max_connections_per_ip = 0",
+                "max_connections_per_ip",
+                "from 1 to 1048576",
+            ),
+            (
+                "max_connections = 0",
+                "max_connections",
+                "from 1 to 1048576",
+            ),
+            ("idle_timeout = 86401", "idle_timeout", "from 0 to 86400"),
+            ("idle_timeout = -1", "idle_timeout", "from 0 to 86400"),
+            ("frame_timeout = 0", "frame_timeout", "from 1 to 3600"),
+        ] {
+            let err = parse(&format!("[server]\n{text}\n")).unwrap_err();
+            assert_eq!(err.place, format!("[server] {place} (line 2)"), "{err}");
+            assert!(err.problem.contains(range), "{text}: {err}");
+        }
     }
 
     #[test]

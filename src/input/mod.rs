@@ -7,6 +7,7 @@
 //! dropped), then passed in already bound, so tests and the daemon share
 //! [`run`] unchanged.
 
+pub(crate) mod admission;
 pub(crate) mod loghog;
 pub(crate) mod stream;
 pub(crate) mod tcp;
@@ -17,6 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
@@ -25,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Limits;
+use crate::ratelimit::RateLimit;
 use crate::router::{Router, RouterCtx};
 
 /// Splits a byte stream into frames.
@@ -65,6 +68,13 @@ pub(crate) struct InputCtx {
     pub(crate) max_msg_size: usize,
     /// Connection and timing limits.
     pub(crate) limits: Limits,
+    /// `max_connections` and `max_connections_per_ip`, for every TCP and
+    /// TLS listener together.
+    pub(crate) admission: Arc<admission::Admission>,
+    /// Limits the lines about connections refused, timed out or not
+    /// accepted: apart from the router's, so a connection flood cannot
+    /// hide the bad frames (nor the other way round).
+    pub(crate) conn_limiter: RateLimit,
     /// Stream connections being served now (sizes their read buffers).
     pub(crate) open_streams: AtomicUsize,
     /// The tick coalesced stream connections are read on.
@@ -73,6 +83,27 @@ pub(crate) struct InputCtx {
     /// draining (a peer that never stops sending) stop reading, hand on
     /// what they have read and close, so a stop under load ends in time.
     pub(crate) stop_reading: CancellationToken,
+}
+
+// === impl InputCtx ===
+
+impl InputCtx {
+    /// The inputs' shared state for `router`'s daemon under `limits`.
+    pub(crate) fn new(router: Arc<RouterCtx>, max_msg_size: usize, limits: Limits) -> InputCtx {
+        InputCtx {
+            router,
+            max_msg_size,
+            admission: Arc::new(admission::Admission::new(
+                limits.max_connections,
+                limits.max_connections_per_ip,
+            )),
+            limits,
+            conn_limiter: RateLimit::new(20, Duration::from_secs(10)),
+            open_streams: AtomicUsize::default(),
+            ticker: stream::Ticker::default(),
+            stop_reading: CancellationToken::new(),
+        }
+    }
 }
 
 /// Kernel receive buffer asked for UDP sockets, so bursts survive while a

@@ -14,19 +14,27 @@
 //! collected on a coarse tick shared by all connections. The data waits in
 //! the kernel's socket buffer, never in the daemon's, so `flush_every = 1`
 //! still means every line read is handed to its writer at once.
+//!
+//! `idle_timeout` and `frame_timeout` cost no timer per read: one timer per
+//! connection is armed for the earlier of the two deadlines and, when it
+//! fires, compared with when the connection last read and when its partial
+//! frame began (both noted per read from the one clock read it already
+//! takes); only then is it re-armed.
 
 use std::io;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::{Decoder, Framer, InputCtx};
@@ -56,6 +64,11 @@ const DRAIN_IDLE: Duration = Duration::from_millis(250);
 /// (3 messages per read), 5 ms 1.1-1.3 (8 per read) for a p50 latency of
 /// about 3 ms.
 const TICK: Duration = Duration::from_millis(5);
+
+/// How far off a connection's timer is set when no timeout is due (no
+/// `idle_timeout`, no partial frame): it then fires, finds nothing due and
+/// is set again, once a day.
+const NO_DEADLINE: Duration = Duration::from_secs(86_400);
 
 /// A stream whose small arrivals can be left in the kernel and collected on
 /// the shared tick. Streams that cannot (TLS: its records are decrypted in
@@ -185,6 +198,77 @@ pub(crate) enum ConnError {
     Untrusted(String),
     #[error("connection closed inside a frame ({0} bytes unread)")]
     Truncated(usize),
+    #[error("nothing received for {0:?} (idle_timeout)")]
+    Idle(Duration),
+    #[error("a frame was not complete within {0:?} (frame_timeout)")]
+    FrameTimeout(Duration),
+}
+
+/// A connection's two deadlines: `idle_timeout` since it last read
+/// something, `frame_timeout` since the frame now partly buffered began.
+struct Deadlines {
+    /// `[server] idle_timeout`; `None`: never idle.
+    idle: Option<Duration>,
+    /// `[server] frame_timeout`.
+    frame: Duration,
+    /// When the last read was handled (time spent handing its batches on,
+    /// waiting on a full writer, is the daemon's, not the peer's silence).
+    active_at: Instant,
+    /// When the partial frame at the buffer's end began; `None` when the
+    /// buffer ends at a frame boundary.
+    frame_at: Option<Instant>,
+}
+
+// === impl Deadlines ===
+
+impl Deadlines {
+    fn new(limits: &crate::config::Limits, now: Instant) -> Deadlines {
+        Deadlines {
+            idle: limits.idle_timeout,
+            frame: limits.frame_timeout,
+            active_at: now,
+            frame_at: None,
+        }
+    }
+
+    /// The earliest instant something is due.
+    fn next(&self) -> Instant {
+        let idle = self
+            .idle
+            .map_or(self.active_at + NO_DEADLINE, |t| self.active_at + t);
+        match self.frame_at {
+            Some(f) => idle.min(f + self.frame),
+            None => idle,
+        }
+    }
+
+    /// Notes a read handled at `now`, after which the buffer holds part of
+    /// a frame (`partial`), begun in this read if it `completed` one.
+    /// Brings the timer forward only when a frame starts and the timer is
+    /// set later than its deadline (once per frame, not once per read).
+    fn read(&mut self, now: Instant, partial: bool, completed: bool, timer: Pin<&mut Sleep>) {
+        self.active_at = now;
+        if !partial {
+            self.frame_at = None;
+        } else if completed || self.frame_at.is_none() {
+            self.frame_at = Some(now);
+            if timer.deadline() > now + self.frame {
+                timer.reset(now + self.frame);
+            }
+        }
+    }
+
+    /// The timer fired at `now`: the timeout due, or the timer set again.
+    fn check(&self, now: Instant, timer: Pin<&mut Sleep>) -> Result<(), ConnError> {
+        if self.frame_at.is_some_and(|f| now >= f + self.frame) {
+            return Err(ConnError::FrameTimeout(self.frame));
+        }
+        if let Some(idle) = self.idle.filter(|t| now >= self.active_at + *t) {
+            return Err(ConnError::Idle(idle));
+        }
+        timer.reset(self.next());
+        Ok(())
+    }
 }
 
 /// Serves one connection until EOF, an error, or shutdown (after draining).
@@ -218,6 +302,9 @@ where
     // The last read left the buffer full: read again without waiting.
     let mut more = false;
     let mut last_read = Instant::now();
+    let mut deadlines = Deadlines::new(&ctx.limits, last_read);
+    let timer = tokio::time::sleep_until(deadlines.next());
+    tokio::pin!(timer);
     loop {
         let n = if draining {
             tokio::select! {
@@ -263,6 +350,10 @@ where
                         }
                         Err(e) => return Err(e.into()),
                     },
+                    () = &mut timer => {
+                        deadlines.check(Instant::now(), timer.as_mut()).inspect_err(|e| count(e, ctx))?;
+                        continue;
+                    }
                 }
             }
         } else {
@@ -273,6 +364,10 @@ where
                     continue;
                 }
                 r = stream.read_buf(&mut buf) => r?,
+                () = &mut timer => {
+                    deadlines.check(Instant::now(), timer.as_mut()).inspect_err(|e| count(e, ctx))?;
+                    continue;
+                }
             }
         };
         // A read that filled all the room there was means more is waiting:
@@ -292,22 +387,12 @@ where
             };
         }
         more = full;
-        if !draining {
-            // A short read soon after the last one: small bursts. Leave them
-            // in the kernel until a full read or the tick.
-            let now = Instant::now();
-            if wake_at != read_size && (wake_at > 0 || (!full && now - last_read < TICK)) {
-                wake_at = match stream.wake_at(read_size) {
-                    Ok(()) => read_size,
-                    Err(_) => 0,
-                };
-            }
-            last_read = now;
-        }
         router.begin_chunk();
+        let mut completed = false;
         loop {
             match framer.check(&buf) {
                 Ok(Some(len)) => {
+                    completed = true;
                     decoder.decode(&buf[..len], &mut router);
                     buf.advance(len);
                     if router.needs_flush() {
@@ -323,9 +408,34 @@ where
             }
         }
         router.flush().await;
+        if !draining {
+            // The one clock read per read, taken once its batches are handed
+            // on (a writer that made us wait is not the peer's silence).
+            let now = Instant::now();
+            // A short read soon after the last one: small bursts. Leave them
+            // in the kernel until a full read or the tick.
+            if wake_at != read_size && (wake_at > 0 || (!full && now - last_read < TICK)) {
+                wake_at = match stream.wake_at(read_size) {
+                    Ok(()) => read_size,
+                    Err(_) => 0,
+                };
+            }
+            last_read = now;
+            deadlines.read(now, !buf.is_empty(), completed, timer.as_mut());
+        }
         let need = framer.need(&buf);
         reserve_for_next(&mut buf, need, read_size);
     }
+}
+
+/// Counts a connection closed by one of its timeouts.
+fn count(err: &ConnError, ctx: &InputCtx) {
+    let stats = &ctx.router.stats;
+    match err {
+        ConnError::Idle(_) => stats.idle_closed.fetch_add(1, Relaxed),
+        ConnError::FrameTimeout(_) => stats.frame_timeout_closed.fetch_add(1, Relaxed),
+        _ => return,
+    };
 }
 
 /// Back to waking on every byte (before draining, or after a quiet tick);
@@ -365,5 +475,65 @@ fn reserve_for_next(buf: &mut BytesMut, need: usize, read_size: usize) {
     // Shrink back after one big frame so an idle connection holds little.
     if buf.is_empty() && buf.capacity() > 4 * read_size {
         *buf = BytesMut::with_capacity(read_size);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(idle: Option<u64>, frame: u64) -> crate::config::Limits {
+        crate::config::Limits {
+            idle_timeout: idle.map(Duration::from_secs),
+            frame_timeout: Duration::from_secs(frame),
+            ..Default::default()
+        }
+    }
+
+    /// The timer is armed for the idle deadline, brought forward once when
+    /// a frame starts (not per read), and a check says which is due.
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_arm_once_per_frame_and_say_what_is_due() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(&limits(Some(300), 30), t0);
+        let timer = tokio::time::sleep_until(d.next());
+        tokio::pin!(timer);
+        assert_eq!(timer.deadline(), t0 + Duration::from_secs(300));
+
+        // A read ends inside a frame: the timer comes forward to its end.
+        let t1 = t0 + Duration::from_secs(1);
+        d.read(t1, true, false, timer.as_mut());
+        assert_eq!(timer.deadline(), t1 + Duration::from_secs(30));
+        // Frames completing and starting later leave the timer alone.
+        d.read(t1 + Duration::from_secs(2), true, true, timer.as_mut());
+        assert_eq!(timer.deadline(), t1 + Duration::from_secs(30));
+
+        // At the (old) deadline the current frame is not due yet: re-armed.
+        let fired = t1 + Duration::from_secs(30);
+        d.check(fired, timer.as_mut()).unwrap();
+        assert_eq!(timer.deadline(), t1 + Duration::from_secs(32));
+        // The frame still incomplete 30 s after it began.
+        let err = d.check(t1 + Duration::from_secs(32), timer.as_mut());
+        assert!(matches!(err, Err(ConnError::FrameTimeout(_))), "{err:?}");
+
+        // Whole frames only: idle is what is due, 300 s after the last read.
+        let t2 = t1 + Duration::from_secs(40);
+        d.read(t2, false, true, timer.as_mut());
+        d.check(t2 + Duration::from_secs(299), timer.as_mut())
+            .unwrap();
+        assert_eq!(timer.deadline(), t2 + Duration::from_secs(300));
+        let err = d.check(t2 + Duration::from_secs(300), timer.as_mut());
+        assert!(matches!(err, Err(ConnError::Idle(_))), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_idle_timeout_never_closes_a_quiet_connection() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(&limits(None, 30), t0);
+        let timer = tokio::time::sleep_until(d.next());
+        tokio::pin!(timer);
+        let day = t0 + NO_DEADLINE;
+        d.check(day, timer.as_mut()).unwrap();
+        assert!(timer.deadline() >= day);
     }
 }

@@ -1,8 +1,12 @@
-//! TCP and TLS accept loops: a semaphore caps connections, accept errors
-//! (e.g. out of file descriptors) back off instead of spinning, and each
-//! connection runs in its own task, with its own router, whose errors are
-//! logged there.
+//! TCP and TLS accept loops: every connection is accepted at once and
+//! either admitted (`max_connections`, `max_connections_per_ip`, see
+//! [`Admission`](super::admission::Admission)) or closed at once, so the kernel's queue never fills.
+//! Running out of file descriptors sheds queued connections on a reserve
+//! descriptor instead of leaving them waiting; other accept errors back
+//! off instead of spinning. Each admitted connection runs in its own task,
+//! with its own router, whose errors are logged there.
 
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,12 +17,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
+use super::admission::{Refusal, Slot};
 use super::loghog::{LoghogDecoder, LoghogFramer};
+use super::stream::ConnError;
 use super::tls::TlsSetup;
 use super::{stream, InputCtx};
 use crate::escape::esc;
@@ -28,6 +33,11 @@ use crate::router::Router;
 /// How long a handshake still in progress at shutdown may take to finish.
 const STOP_HANDSHAKE_GRACE: Duration = Duration::from_secs(2);
 
+/// The first pause after an accept error the reserve cannot help with...
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// ...doubling up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Accepts until `token` is cancelled.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -36,33 +46,40 @@ pub(crate) async fn accept_loop(
     token: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(ctx.limits.max_connections));
-    let mut backoff = Duration::from_millis(5);
+    let mut reserve = Reserve::open();
+    let mut backoff = BACKOFF_MIN;
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return, // semaphore closed: never happens, we own it
-            },
-            _ = token.cancelled() => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = token.cancelled() => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => {
-                backoff = Duration::from_millis(5);
-                a
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = BACKOFF_MIN;
+                admit(stream, peer, &tls, &ctx, &token, &tracker);
             }
             Err(err) => {
-                error!(cause = %err, retry_in = ?backoff, "accept failed");
+                // Out of descriptors, the queued peer is closed on the
+                // reserve one and the next is taken at once: it learns now
+                // that it was refused instead of waiting in the queue, and
+                // so does every peer behind it.
+                if is_out_of_fds(&err) && reserve.shed(&listener) {
+                    ctx.router
+                        .stats
+                        .connections_refused_no_fd
+                        .fetch_add(1, Relaxed);
+                    if let Some(suppressed) = ctx.conn_limiter.check() {
+                        warn!(cause = %err, suppressed, "out of file descriptors: closed a queued connection at once");
+                    }
+                    continue;
+                }
+                if let Some(suppressed) = ctx.conn_limiter.check() {
+                    warn!(cause = %err, retry_in = ?backoff, suppressed, "accept failed");
+                }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-        };
-        spawn_handler(stream, peer, permit, &tls, &ctx, &token, &tracker);
+        }
     }
     // Stopping: clients that connected and sent before the signal may still
     // sit in the kernel's accept queue. Accept what is queued right now and
@@ -73,17 +90,61 @@ pub(crate) async fn accept_loop(
         let Ok(Ok((stream, peer))) = queued else {
             break;
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            break;
-        };
-        spawn_handler(stream, peer, permit, &tls, &ctx, &token, &tracker);
+        admit(stream, peer, &tls, &ctx, &token, &tracker);
+    }
+}
+
+/// Whether an accept failed for want of file descriptors (the process's or
+/// the system's).
+fn is_out_of_fds(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Serves the connection if [`Admission`](super::admission::Admission) has room for it, else closes it
+/// at once, counted and (rate-limited) logged.
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: &Option<TlsSetup>,
+    ctx: &Arc<InputCtx>,
+    token: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    match ctx.admission.admit(peer.ip()) {
+        Ok(slot) => spawn_handler(stream, peer, slot, tls, ctx, token, tracker),
+        Err(why) => refuse(stream, peer, why, ctx),
+    }
+}
+
+/// Closes a refused connection at once with a reset (no TIME_WAIT left on
+/// this side for every refused peer; the peer's next read or write fails
+/// at once).
+fn refuse(stream: TcpStream, peer: SocketAddr, why: Refusal, ctx: &InputCtx) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+    let stats = &ctx.router.stats;
+    let (counter, key, limit) = match why {
+        Refusal::Full => (
+            &stats.connections_refused,
+            "max_connections",
+            ctx.admission.max_total(),
+        ),
+        Refusal::PerIp => (
+            &stats.connections_refused_per_ip,
+            "max_connections_per_ip",
+            ctx.admission.max_per_ip(),
+        ),
+    };
+    counter.fetch_add(1, Relaxed);
+    if let Some(suppressed) = ctx.conn_limiter.check() {
+        warn!(%peer, reason = %format_args!("{key} ({limit}) reached"), suppressed, "connection refused");
     }
 }
 
 fn spawn_handler(
     stream: TcpStream,
     peer: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: Slot,
     tls: &Option<TlsSetup>,
     ctx: &Arc<InputCtx>,
     token: &CancellationToken,
@@ -103,11 +164,45 @@ fn spawn_handler(
     let span = tracing::info_span!("conn", %peer, transport = transport.as_str());
     tracker.spawn(
         async move {
-            let _permit = permit;
+            let _slot = slot;
             handle(stream, peer, tls, ctx, token).await;
         }
         .instrument(span),
     );
+}
+
+// === impl Reserve ===
+
+/// A descriptor held back for the moment the process runs out: closing it
+/// lets one queued connection be accepted and closed at once.
+struct Reserve(Option<File>);
+
+impl Reserve {
+    fn open() -> Reserve {
+        Reserve(File::open("/dev/null").ok())
+    }
+
+    /// Frees the reserve, accepts one queued connection on it, closes that
+    /// at once and takes the reserve back. False when nothing was shed (no
+    /// reserve: it could not be reopened last time; or another thread took
+    /// the freed descriptor first): then the caller backs off.
+    fn shed(&mut self, listener: &TcpListener) -> bool {
+        let Some(fd) = self.0.take() else {
+            *self = Reserve::open();
+            return false;
+        };
+        drop(fd);
+        // The listener is non-blocking: nothing queued is WouldBlock.
+        let shed = match socket2::SockRef::from(listener).accept() {
+            Ok((sock, _)) => {
+                let _ = sock.set_linger(Some(Duration::ZERO));
+                true
+            }
+            Err(_) => false,
+        };
+        *self = Reserve::open();
+        shed
+    }
 }
 
 async fn handle(
@@ -162,7 +257,9 @@ async fn handle(
                 }
             };
             if let Some(subject) = super::tls::peer_subject(stream.get_ref().1) {
-                info!(client = %subject, "tls client authenticated");
+                // The subject is the client's to choose (any CA-signed
+                // name): escaped like every client string.
+                info!(client = %esc(&subject), "tls client authenticated");
             }
             let router = Router::new(ctx.router.clone(), peer.ip(), Transport::Tls);
             let stream = CloseNotifyOptional(stream);
@@ -171,6 +268,13 @@ async fn handle(
     };
     match result {
         Ok(()) => debug!("closed"),
+        // The normal end of a quiet client's connection, not a fault.
+        Err(ConnError::Idle(after)) => debug!(idle_for = ?after, "closed as idle"),
+        Err(err @ ConnError::FrameTimeout(_)) => {
+            if let Some(suppressed) = ctx.conn_limiter.check() {
+                warn!(cause = %err, suppressed, "connection closed");
+            }
+        }
         // Rate-limited like every warning a peer can cause: 5,000 peers
         // closing mid-frame must not write 5,000 lines (issue 12).
         Err(err) => {

@@ -76,8 +76,8 @@ impl Reader {
             Ok(x) => x,
             Err(err) => {
                 // ICMP errors and the like surface here; they are not fatal.
-                if self.ctx.router.limiter.check().is_some() {
-                    warn!(cause = %err, "udp receive failed");
+                if let Some(suppressed) = self.ctx.router.limiter.check() {
+                    warn!(cause = %err, suppressed, "udp receive failed");
                 }
                 return;
             }
