@@ -789,6 +789,8 @@ pub(crate) struct Paused {
     done: Arc<AtomicBool>,
     /// The daemon task; yields what `run` returned.
     task: tokio::task::JoinHandle<Result<(), String>>,
+    /// Its counters.
+    remote: loghogd::daemon::Remote,
 }
 
 impl Paused {
@@ -798,7 +800,7 @@ impl Paused {
     pub(crate) fn start(setup: &Setup, start: DateTime<Local>, own_log: Option<&Path>) -> Paused {
         let (config, facilities, listeners) = load_and_bind(setup, |_| {});
         let addrs = listeners.addrs();
-        let (_remote, control) = loghogd::daemon::control();
+        let (remote, control) = loghogd::daemon::control();
         let mut control = control.with_clock(Clock::following_tokio(start));
         if let Some(path) = own_log {
             control = control.with_own_log(path).expect("open the own log");
@@ -819,7 +821,13 @@ impl Paused {
             stop,
             done,
             task,
+            remote,
         }
+    }
+
+    /// A counter or gauge by name (`Stats::for_each` names).
+    pub(crate) fn stat(&self, name: &str) -> u64 {
+        self.remote.stats.get(name).expect("a known counter")
     }
 
     /// The (first) plain TCP listener.

@@ -392,3 +392,42 @@ async fn a_failing_state_save_backs_off_and_logs_once_per_step() {
         );
     }
 }
+
+/// A host that went quiet keeps its state entry while it has backups; when
+/// its file is due and has no live file, only the state moves on: no writer
+/// task is started for it (thousands of transient hosts would otherwise
+/// cost thousands of tasks every period).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_due_entry_without_a_live_file_moves_on_without_a_writer() {
+    let start = local(2026, 3, 10, 12, 0, 40);
+    let setup = Setup::new()
+        .facilities("[app]\nrotate = * * * * *\nfile_per_host = yes\nbackup_count = 5\n");
+    let live = setup.log("app/gone-root.log");
+    let earlier = start - TimeDelta::minutes(3);
+    write_state(&setup, &[(live.clone(), earlier, Some(earlier))]);
+    std::fs::create_dir_all(live.parent().unwrap()).unwrap();
+    let backup = live.with_file_name("gone-root.log.2026-03-10-11-57-40-000000.xz");
+    std::fs::write(&backup, b"").unwrap();
+    let d = Paused::start(&setup, start, None);
+    let key = live.to_str().unwrap().to_owned();
+    let state_file = state_path(&setup);
+    advance_until(
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+        move || {
+            saved_state_at(&state_file)
+                .get(&key)
+                .and_then(|(_, last)| last.clone())
+                .is_some_and(|last| last >= rfc3339(start))
+        },
+    )
+    .await;
+    assert_eq!(
+        d.stat("writers"),
+        0,
+        "a writer was started for a file that does not exist"
+    );
+    assert!(!live.exists());
+    assert!(backup.exists());
+    d.stop().await;
+}

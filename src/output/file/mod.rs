@@ -198,6 +198,15 @@ impl Writers {
         Ok(tx)
     }
 
+    /// Whether a writer for `path` is alive now.
+    pub(crate) fn has(&self, path: &Path) -> bool {
+        self.ctx
+            .registry
+            .lock()
+            .as_ref()
+            .is_some_and(|m| m.files.contains_key(path))
+    }
+
     /// Senders of every writer alive now.
     pub(crate) fn all(&self) -> Vec<(PathBuf, mpsc::Sender<Command>)> {
         let guard = self.ctx.registry.lock();

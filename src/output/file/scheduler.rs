@@ -229,6 +229,9 @@ fn plan(writers: &Writers, db: &FacilityDb) -> Vec<(PathBuf, Arc<Facility>, Date
 }
 
 async fn rotate(writers: &Writers, path: &Path, facility: &Arc<Facility>) {
+    if !writers.has(path) && move_state_of_missing_file(writers, path).await {
+        return;
+    }
     let Some(tx) = writers.sender(path, facility) else {
         return; // shutting down
     };
@@ -243,6 +246,26 @@ async fn rotate(writers: &Writers, path: &Path, facility: &Arc<Facility>) {
     {
         warn!(path = %path.display(), "writer did not confirm the rotation in time");
     }
+}
+
+/// A due file that has no writer and no live file (a host that went
+/// quiet, whose backups keep its entry): only its state moves on, here,
+/// instead of starting a writer task for it every time it is due. `false`
+/// when the file exists after all (its writer rotates it).
+async fn move_state_of_missing_file(writers: &Writers, path: &Path) -> bool {
+    let ctx = writers.ctx().clone();
+    let path = path.to_path_buf();
+    let res = tokio::task::spawn_blocking(move || {
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => return false,
+        }
+        // No file: nothing is renamed, the state moves to the next period.
+        let _ = rotation::rotate_file_beneath(&ctx.logdir, &path, &ctx.state, ctx.clock.now());
+        true
+    })
+    .await;
+    res.unwrap_or(false)
 }
 
 /// Finds which configured facility writes `path` (`{logdir}/{app}/{name}`),
