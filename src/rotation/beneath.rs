@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{mkdirat, Mode};
 
 use crate::ratelimit::RateLimit;
 
@@ -43,6 +43,19 @@ impl Dir {
     /// symlink (`ELOOP`) or not a directory (`ENOTDIR`; see
     /// [`is_refusal`]), or the usual open errors.
     pub fn open(root: &Path, dir: &Path) -> io::Result<Dir> {
+        Dir::walk(root, dir, false)
+    }
+
+    /// [`Dir::open`], creating each missing directory on the way (mode
+    /// 0750) with `mkdirat` relative to its already opened parent.
+    ///
+    /// # Errors
+    /// As [`Dir::open`], and the usual mkdir errors.
+    pub fn create(root: &Path, dir: &Path) -> io::Result<Dir> {
+        Dir::walk(root, dir, true)
+    }
+
+    fn walk(root: &Path, dir: &Path, create: bool) -> io::Result<Dir> {
         let rel = dir.strip_prefix(root).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -70,6 +83,12 @@ impl Dir {
         )?);
         let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
         for p in parts {
+            if create {
+                match mkdirat(Some(fd.as_raw_fd()), p, Mode::from_bits_truncate(0o750)) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             fd = owned(openat(Some(fd.as_raw_fd()), p, flags, Mode::empty())?);
         }
         Ok(Dir {
@@ -92,6 +111,26 @@ impl Dir {
         })?;
         let parent = file.parent().unwrap_or(Path::new(""));
         Ok((Dir::open(root, parent)?, name))
+    }
+
+    /// The open directory, for `*at` calls relative to it.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// [`Dir::of_file`], creating the directories on the way.
+    ///
+    /// # Errors
+    /// As [`Dir::create`]; `file` has no file name.
+    pub fn of_file_creating<'a>(root: &Path, file: &'a Path) -> io::Result<(Dir, &'a OsStr)> {
+        let name = file.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: no file name", file.display()),
+            )
+        })?;
+        let parent = file.parent().unwrap_or(Path::new(""));
+        Ok((Dir::create(root, parent)?, name))
     }
 
     /// The directory as configured.

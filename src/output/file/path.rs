@@ -10,13 +10,14 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{mkdirat, Mode};
+use nix::sys::stat::Mode;
 
 use crate::config::Facility;
 use crate::escape::is_invisible;
+use crate::rotation::beneath::Dir;
 
 /// Longest host name used in a file name; longer ones are cut (at a char
 /// boundary) so `{host}-{module}.log` stays under NAME_MAX (255).
@@ -77,64 +78,13 @@ pub fn is_safe_host(host: &str) -> bool {
 /// `file` is not below `logdir`, a component is a symlink (`ELOOP`,
 /// `ENOTDIR`), or the usual open and mkdir errors.
 pub(crate) fn open_beneath(logdir: &Path, file: &Path) -> io::Result<File> {
-    let rel = file.strip_prefix(logdir).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is not under {}", file.display(), logdir.display()),
-        )
-    })?;
-    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
-    for c in rel.components() {
-        match c {
-            Component::Normal(p) => parts.push(p),
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} leaves {}", file.display(), logdir.display()),
-                ))
-            }
-        }
-    }
-    let Some((name, dirs)) = parts.split_last() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "empty file name",
-        ));
-    };
-    let dir_flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
-    let mut dir = owned(openat(
-        None,
-        logdir,
-        OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?);
-    for d in dirs {
-        match mkdirat(Some(raw(&dir)), *d, Mode::from_bits_truncate(0o750)) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        dir = owned(openat(Some(raw(&dir)), *d, dir_flags, Mode::empty())?);
-    }
+    let (dir, name) = Dir::of_file_creating(logdir, file)?;
     let flags =
         OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(
-        Some(raw(&dir)),
-        *name,
-        flags,
-        Mode::from_bits_truncate(0o640),
-    )?;
-    Ok(File::from(owned(fd)))
-}
-
-fn owned(fd: std::os::fd::RawFd) -> OwnedFd {
+    let fd = openat(Some(dir.fd()), name, flags, Mode::from_bits_truncate(0o640))?;
     // SAFETY: `fd` was just returned by a successful openat and nothing else
     // owns it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-fn raw(fd: &OwnedFd) -> std::os::fd::RawFd {
-    use std::os::fd::AsRawFd;
-    fd.as_raw_fd()
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 #[cfg(test)]
