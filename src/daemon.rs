@@ -371,6 +371,12 @@ pub async fn run(
         };
         tokio::spawn(own_log.rotate_loop(token.clone()));
     }
+    tokio::spawn(housekeeping(
+        inputs.clone(),
+        writers.clone(),
+        stats.clone(),
+        token.clone(),
+    ));
     let scheduler = tokio::spawn(scheduler::run(writers.clone(), fac_rx, token.clone()));
     input::run(
         listeners,
@@ -572,7 +578,7 @@ fn reload_tls(config: &Config, tls: &TlsSetup) {
 /// The start-up problems that come from the configuration and can be found
 /// without side effects (so `--check-config` finds them too): an unknown
 /// user, a directory path that is a file, a daemon log path that is a
-/// directory.
+/// directory, a listen address the host does not have.
 fn preflight(config: &Config) -> Result<(), ConfigError> {
     let m = &config.main;
     if let Some(user) = &m.user {
@@ -608,6 +614,20 @@ fn preflight(config: &Config) -> Result<(), ConfigError> {
                     dir.display()
                 ),
             ));
+        }
+    }
+    // An address this host does not have: a bind to it on port 0 (no port
+    // taken, the socket closed at once) says so without side effects.
+    for addr in config.server.listen.iter().chain(&config.server.listen_ssl) {
+        let probe = std::net::SocketAddr::new(addr.ip(), 0);
+        if let Err(e) = std::net::UdpSocket::bind(probe) {
+            if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+                return Err(ConfigError::new(
+                    &config.path,
+                    "[server] listen_ipv4/listen_ipv6/listen_ipv4_ssl/listen_ipv6_ssl",
+                    format!("cannot listen on {addr}: {e}; listen on an address of this host"),
+                ));
+            }
         }
     }
     if let Some(f) = &config.log.filename {
@@ -680,6 +700,60 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// How often [`housekeeping`] runs.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+
+/// Work no event triggers: the counts of warnings that rate limits held
+/// back in a burst that then ended (else they would never be reported),
+/// and giving memory back after many writers ended (a wave of transient
+/// hosts leaves glibc's arenas holding what their tasks used).
+async fn housekeeping(
+    inputs: Arc<InputCtx>,
+    writers: Arc<Writers>,
+    stats: Arc<Stats>,
+    token: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut writers_before = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = token.cancelled() => break,
+        }
+        for (what, n) in [
+            ("peer", inputs.router.limiter.take_suppressed()),
+            ("connection", inputs.conn_limiter.take_suppressed()),
+            ("file", writers.ctx().limiter.take_suppressed()),
+            (
+                "symlink",
+                crate::rotation::beneath::take_suppressed_refusals(),
+            ),
+        ] {
+            if n > 0 {
+                warn!(
+                    suppressed = n,
+                    kind = what,
+                    "more warnings of this kind were suppressed by the rate limit"
+                );
+            }
+        }
+        let now = stats.writers.load(std::sync::atomic::Ordering::Relaxed);
+        if writers_before.saturating_sub(now) >= 256 {
+            trim_heap().await;
+        }
+        writers_before = now;
+    }
+}
+
+/// Returns free heap memory to the system (glibc keeps freed memory in
+/// its arenas; after thousands of writer tasks ended, that is most of it).
+async fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
 }
 
 /// Threads for blocking file work (tokio's default is 512).

@@ -55,6 +55,20 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// The warnings suppressed since the last one that passed, once the
+    /// window they fell in is over (taken, so each is reported once). A
+    /// burst that ends leaves no later warning to carry its count: the
+    /// daemon's housekeeping asks here and logs it.
+    pub(crate) fn take_suppressed(&self) -> u64 {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.started.elapsed() < self.window {
+            return 0;
+        }
+        std::mem::take(&mut s.suppressed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +84,17 @@ mod tests {
         s.started -= Duration::from_secs(3601);
         drop(s);
         assert_eq!(rl.check(), Some(2));
+    }
+
+    #[test]
+    fn a_burst_that_ends_is_still_reported_once() {
+        let rl = RateLimit::new(1, Duration::from_secs(3600));
+        assert_eq!(rl.check(), Some(0));
+        assert_eq!(rl.check(), None);
+        assert_eq!(rl.check(), None);
+        assert_eq!(rl.take_suppressed(), 0, "not before the window is over");
+        rl.state.lock().unwrap().started -= Duration::from_secs(3601);
+        assert_eq!(rl.take_suppressed(), 2);
+        assert_eq!(rl.take_suppressed(), 0);
     }
 }

@@ -180,12 +180,20 @@ pub fn is_refusal(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR))
 }
 
+/// Limits [`warn_refused`]'s lines.
+static REFUSALS: OnceLock<RateLimit> = OnceLock::new();
+
+/// Refusal warnings suppressed in a window that is over (see
+/// [`RateLimit::take_suppressed`]).
+pub(crate) fn take_suppressed_refusals() -> u64 {
+    REFUSALS.get().map_or(0, RateLimit::take_suppressed)
+}
+
 /// Logs that `path` was not touched because a symlink (or a non-directory)
 /// sits between the log directory and it: rate-limited, since whoever
 /// planted it may plant many, with the count of lines held back.
 pub fn warn_refused(what: &str, path: &Path, err: &io::Error) {
-    static LIMIT: OnceLock<RateLimit> = OnceLock::new();
-    let limit = LIMIT.get_or_init(|| RateLimit::new(10, Duration::from_secs(60)));
+    let limit = REFUSALS.get_or_init(|| RateLimit::new(10, Duration::from_secs(60)));
     if let Some(suppressed) = limit.check() {
         tracing::warn!(
             path = %path.display(),

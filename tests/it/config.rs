@@ -105,6 +105,9 @@ fn start_up_problems_from_the_config_exit_78() {
     let out = setup.run(&[]);
     assert_config_error(&out, &["[server] listen_ipv4", "192.0.2.1"]);
     assert!(!setup.pidfile().exists());
+    // --check-config finds it too (a probe bind on port 0, nothing kept).
+    let out = setup.run(&["--check-config"]);
+    assert_config_error(&out, &["[server] listen_ipv4", "192.0.2.1"]);
 }
 
 #[test]
