@@ -72,7 +72,7 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
     };
     // Checked here so a bad certificate is a config error (exit 78); `run`
     // loads them again for itself.
-    if let Err(e) = tls_setup(&config) {
+    if let Err(e) = tls_setup(&config).and_then(|_| syslog_tls_setup(&config)) {
         return Ok(config_error(&e));
     }
     if let Err(e) = preflight(&config) {
@@ -131,13 +131,23 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
     ] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let listeners = match input::bind(&config.server.listen, &config.server.listen_ssl) {
+    let mut listeners = match input::bind(&config.server.listen, &config.server.listen_ssl) {
         Ok(l) => l,
         Err(e) => {
             return Ok(config_error(&ConfigError::new(
                 &config.path,
                 "[server] listen_ipv4/listen_ipv6/listen_ipv4_ssl/listen_ipv6_ssl",
                 format!("{e}; listen on an address of this host and a port no other program holds"),
+            )))
+        }
+    };
+    listeners.syslog = match input::syslog::bind_syslog(&config.syslog) {
+        Ok(l) => l,
+        Err(e) => {
+            return Ok(config_error(&ConfigError::new(
+                &config.path,
+                "[syslog] listen_udp/listen_tcp/listen_tls/unix_socket",
+                format!("{e}; listen on an address of this host and a port no other program holds (ports below 1024 and /dev/log need root)"),
             )))
         }
     };
@@ -302,6 +312,7 @@ pub async fn run(
     } = control;
     let limits = config.limits.clone();
     let tls = tls_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let syslog_tls = syslog_tls_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state_path = config.main.workdir.join(STATE_FILE);
     let state = crate::rotation::StateDb::load(&state_path)
         .with_context(|| format!("cannot read rotation state {}", state_path.display()))?;
@@ -372,6 +383,7 @@ pub async fn run(
         listeners,
         inputs.clone(),
         tls.clone(),
+        syslog_tls.clone(),
         token.clone(),
         &readers,
     )
@@ -392,7 +404,7 @@ pub async fn run(
         match req {
             Some(Request::Reload(reply)) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                let res = reload(&config, &fac_tx, tls.as_ref()).await;
+                let res = reload(&config, &fac_tx, tls.as_ref(), syslog_tls.as_ref()).await;
                 writers.reopen_all().await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 if let Some(reply) = reply {
@@ -489,6 +501,7 @@ async fn reload(
     config: &Config,
     fac_tx: &watch::Sender<Arc<FacilityDb>>,
     tls: Option<&TlsSetup>,
+    syslog_tls: Option<&TlsSetup>,
 ) -> Result<(), String> {
     let path = config.main.facilities_config.clone();
     let read = tokio::task::spawn_blocking(move || FacilityDb::load(&path));
@@ -516,7 +529,10 @@ async fn reload(
         }
     };
     if let Some(tls) = tls {
-        reload_tls(config, tls);
+        reload_tls(config, tls, false);
+    }
+    if let Some(tls) = syslog_tls {
+        reload_tls(config, tls, config.syslog.tls_allow_anonymous);
     }
     res
 }
@@ -526,10 +542,22 @@ fn tls_setup(config: &Config) -> Result<Option<TlsSetup>, ConfigError> {
     if config.server.listen_ssl.is_empty() {
         return Ok(None);
     }
-    Ok(Some(TlsSetup::new(load_tls(config)?)))
+    Ok(Some(TlsSetup::new(load_tls(config, false)?)))
 }
 
-fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+/// Loads the syslog TLS port's server config (`[syslog] listen_tls`): the
+/// same certificates, and clients without one when `tls_allow_anonymous`.
+fn syslog_tls_setup(config: &Config) -> Result<Option<TlsSetup>, ConfigError> {
+    if config.syslog.listen_tls.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(TlsSetup::new(load_tls(
+        config,
+        config.syslog.tls_allow_anonymous,
+    )?)))
+}
+
+fn load_tls(config: &Config, anonymous: bool) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let missing = |key: &str| {
         ConfigError {
         file: config.path.clone(),
@@ -547,7 +575,7 @@ fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
         .cacert
         .as_deref()
         .ok_or_else(|| missing("cacert"))?;
-    crate::input::tls::load_server_config(pem, ca).map_err(|e| ConfigError {
+    crate::input::tls::load_server_config_with(pem, ca, anonymous).map_err(|e| ConfigError {
         file: config.path.clone(),
         place: "[server] pemfile/cacert".into(),
         problem: e.to_string(),
@@ -555,8 +583,8 @@ fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
 }
 
 /// Swaps in freshly read certificates; broken ones keep the old.
-fn reload_tls(config: &Config, tls: &TlsSetup) {
-    match load_tls(config) {
+fn reload_tls(config: &Config, tls: &TlsSetup, anonymous: bool) {
+    match load_tls(config, anonymous) {
         Ok(cfg) => {
             tls.replace(cfg);
             info!("tls certificates reloaded");

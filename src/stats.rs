@@ -30,6 +30,8 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// TLS handshakes refused.
     pub tls_refused: AtomicU64,
+    /// Syslog messages less severe than their facility's `min_severity`.
+    pub filtered: AtomicU64,
 }
 
 // === impl Stats ===
@@ -65,7 +67,7 @@ impl Stats {
         out
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 10] {
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 11] {
         [
             (
                 "received",
@@ -113,6 +115,11 @@ impl Stats {
                 &self.connections,
             ),
             ("tls_refused", "TLS handshakes refused", &self.tls_refused),
+            (
+                "filtered",
+                "syslog messages below their facility's min_severity",
+                &self.filtered,
+            ),
         ]
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::loghog::{LoghogDecoder, LoghogFramer};
+use super::syslog::{SyslogDecoder, SyslogFramer};
 use super::tls::TlsSetup;
 use super::{stream, InputCtx};
 use crate::escape::esc;
@@ -28,10 +29,55 @@ use crate::router::Router;
 /// How long a handshake still in progress at shutdown may take to finish.
 const STOP_HANDSHAKE_GRACE: Duration = Duration::from_secs(2);
 
+/// Which protocol a stream listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// LogHog frames (SPEC §1).
+    Loghog,
+    /// Syslog, RFC 6587 framing (issue 13).
+    Syslog,
+}
+
+impl Wire {
+    fn transport(self, tls: bool) -> Transport {
+        match (self, tls) {
+            (Wire::Loghog, false) => Transport::Tcp,
+            (Wire::Loghog, true) => Transport::Tls,
+            (Wire::Syslog, false) => Transport::SyslogTcp,
+            (Wire::Syslog, true) => Transport::SyslogTls,
+        }
+    }
+
+    /// Serves one (plain or TLS) stream with this protocol's framer and decoder.
+    async fn serve<S: stream::Source>(
+        self,
+        stream: S,
+        router: Router,
+        ctx: &InputCtx,
+        token: CancellationToken,
+    ) -> Result<(), stream::ConnError> {
+        match self {
+            Wire::Loghog => {
+                let framer = LoghogFramer {
+                    max_msg_size: ctx.max_msg_size,
+                };
+                let decoder = LoghogDecoder::new(ctx.max_msg_size);
+                stream::serve(stream, framer, decoder, router, ctx, token).await
+            }
+            Wire::Syslog => {
+                let framer = SyslogFramer::new(ctx.max_msg_size);
+                let decoder = SyslogDecoder::stream(framer.framing.clone());
+                stream::serve(stream, framer, decoder, router, ctx, token).await
+            }
+        }
+    }
+}
+
 /// Accepts until `token` is cancelled.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsSetup>,
+    wire: Wire,
     ctx: Arc<InputCtx>,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -62,7 +108,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        spawn_handler(stream, peer, permit, &tls, &ctx, &token, &tracker);
+        spawn_handler(stream, peer, permit, &tls, wire, &ctx, &token, &tracker);
     }
     // Stopping: clients that connected and sent before the signal may still
     // sit in the kernel's accept queue. Accept what is queued right now and
@@ -76,7 +122,7 @@ pub(crate) async fn accept_loop(
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             break;
         };
-        spawn_handler(stream, peer, permit, &tls, &ctx, &token, &tracker);
+        spawn_handler(stream, peer, permit, &tls, wire, &ctx, &token, &tracker);
     }
 }
 
@@ -85,6 +131,7 @@ fn spawn_handler(
     peer: SocketAddr,
     permit: tokio::sync::OwnedSemaphorePermit,
     tls: &Option<TlsSetup>,
+    wire: Wire,
     ctx: &Arc<InputCtx>,
     token: &CancellationToken,
     tracker: &TaskTracker,
@@ -95,16 +142,12 @@ fn spawn_handler(
     let ctx = ctx.clone();
     let token = token.clone();
     let tls = tls.clone();
-    let transport = if tls.is_some() {
-        Transport::Tls
-    } else {
-        Transport::Tcp
-    };
+    let transport = wire.transport(tls.is_some());
     let span = tracing::info_span!("conn", %peer, transport = transport.as_str());
     tracker.spawn(
         async move {
             let _permit = permit;
-            handle(stream, peer, tls, ctx, token).await;
+            handle(stream, peer, tls, wire, ctx, token).await;
         }
         .instrument(span),
     );
@@ -114,18 +157,15 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsSetup>,
+    wire: Wire,
     ctx: Arc<InputCtx>,
     token: CancellationToken,
 ) {
     debug!("connected");
-    let framer = LoghogFramer {
-        max_msg_size: ctx.max_msg_size,
-    };
-    let decoder = LoghogDecoder::new(ctx.max_msg_size);
     let result = match tls {
         None => {
-            let router = Router::new(ctx.router.clone(), peer.ip(), Transport::Tcp);
-            stream::serve(stream, framer, decoder, router, &ctx, token).await
+            let router = Router::new(ctx.router.clone(), peer.ip(), wire.transport(false));
+            wire.serve(stream, router, &ctx, token).await
         }
         Some(tls) => {
             let acceptor = tls.current();
@@ -164,9 +204,9 @@ async fn handle(
             if let Some(subject) = super::tls::peer_subject(stream.get_ref().1) {
                 info!(client = %subject, "tls client authenticated");
             }
-            let router = Router::new(ctx.router.clone(), peer.ip(), Transport::Tls);
+            let router = Router::new(ctx.router.clone(), peer.ip(), wire.transport(true));
             let stream = CloseNotifyOptional(stream);
-            stream::serve(stream, framer, decoder, router, &ctx, token).await
+            wire.serve(stream, router, &ctx, token).await
         }
     };
     match result {

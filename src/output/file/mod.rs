@@ -6,6 +6,7 @@
 //! The registry lock is taken only when a reader meets a file it has no
 //! sender for yet; lines themselves go over each file's bounded queue.
 
+pub(crate) mod format;
 pub(crate) mod line;
 pub(crate) mod path;
 pub(crate) mod scheduler;
