@@ -79,7 +79,10 @@ pub(crate) fn facility_code(name: &str) -> Option<u8> {
     if name == "security" {
         return Some(4);
     }
-    FACILITY_NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+    FACILITY_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u8)
 }
 
 /// The code of a severity name (case-insensitive; also the aliases
@@ -92,7 +95,10 @@ pub(crate) fn severity_code(name: &str) -> Option<u8> {
         "warn" => "warning",
         other => other,
     };
-    SEVERITY_NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+    SEVERITY_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u8)
 }
 
 /// The verification material a wire format carries, if any.

@@ -235,10 +235,13 @@ impl Router {
                         nsecs,
                         body: rec.body,
                     };
-                    key.verify_fields(&fields, signature).map_err(|e| e.to_string())
+                    key.verify_fields(&fields, signature)
+                        .map_err(|e| e.to_string())
                 }
                 // Never routed here by lookup_syslog; checked all the same.
-                Auth::None => Err("the facility has a secret and this format carries no signature".to_owned()),
+                Auth::None => {
+                    Err("the facility has a secret and this format carries no signature".to_owned())
+                }
             };
             if let Err(err) = checked {
                 self.counts.bad_signature += 1;
@@ -262,7 +265,13 @@ impl Router {
         let idx = self.routes.index_of(&self.ctx.outputs, facility, host);
         let route = &mut self.routes.list[idx];
         let before = route.buf.len();
-        format::push(&mut route.buf, route.facility.format, &self.stamp, host, rec);
+        format::push(
+            &mut route.buf,
+            route.facility.format,
+            &self.stamp,
+            host,
+            rec,
+        );
         route.count += 1;
         if route.facility.max_size.is_some() {
             route.ends.push(route.buf.len() as u32);

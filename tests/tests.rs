@@ -40,3 +40,6 @@ mod agent;
 
 #[path = "it/client.rs"]
 mod client;
+
+#[path = "it/syslog.rs"]
+mod syslog;

@@ -234,7 +234,9 @@ impl FacilityDb {
         let mut explicit_tags: HashMap<String, String> = HashMap::new();
         let mut explicit_codes: HashMap<u8, String> = HashMap::new();
         for f in &self.ordered {
-            let place = |key: &str| section_of(f).map_or_else(|| format!("[{}]", f.section_name()), |s| s.place(key));
+            let place = |key: &str| {
+                section_of(f).map_or_else(|| format!("[{}]", f.section_name()), |s| s.place(key))
+            };
             if f.secret.is_some() && !f.syslog_tags.is_empty() {
                 return Err(ConfigError::new(
                     path,
@@ -472,7 +474,10 @@ fn read_facility(
         Some(v) => severity_code(v).ok_or_else(|| {
             error(
                 "min_severity",
-                format!("min_severity = \"{v}\" is not a syslog severity; use one of {}", SEVERITY_NAMES.join(", ")),
+                format!(
+                    "min_severity = \"{v}\" is not a syslog severity; use one of {}",
+                    SEVERITY_NAMES.join(", ")
+                ),
             )
         })?,
         None => root.map_or(7, |r| r.min_severity),
@@ -482,7 +487,13 @@ fn read_facility(
         section
             .get(key)
             .filter(|e| !e.from_default)
-            .map(|e| e.value.split(',').map(str::trim).filter(|t| !t.is_empty()).collect())
+            .map(|e| {
+                e.value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let syslog_tags: Vec<String> = list("syslog_tags").into_iter().map(str::to_owned).collect();

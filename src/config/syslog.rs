@@ -65,17 +65,19 @@ pub(super) fn read_syslog(
         // IPv4 and IPv6 share one key here (the section is new, so there is
         // no old layout to keep): each item is checked by its own family.
         let mut out = Vec::new();
-        for item in entry.value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        for item in entry
+            .value
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
             let family = if item.starts_with('[') || item.matches(':').count() > 1 {
                 Family::V6
             } else {
                 Family::V4
             };
             let mut one = parse_addrs(item, family, port).map_err(|problem| {
-                r.error(
-                    key,
-                    format!("{key} = \"{}\": {problem}", entry.value),
-                )
+                r.error(key, format!("{key} = \"{}\": {problem}", entry.value))
             })?;
             out.append(&mut one);
         }
@@ -134,7 +136,11 @@ mod tests {
     use crate::config::{Config, Overrides};
 
     fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
-        Config::parse(text, Path::new("/etc/loghogd/loghogd.conf"), &Overrides::default())
+        Config::parse(
+            text,
+            Path::new("/etc/loghogd/loghogd.conf"),
+            &Overrides::default(),
+        )
     }
 
     #[test]
@@ -156,11 +162,17 @@ mod tests {
         let s = &c.syslog;
         assert_eq!(
             s.listen_udp,
-            vec!["127.0.0.1:514".parse().unwrap(), "[::1]:5514".parse().unwrap()]
+            vec![
+                "127.0.0.1:514".parse().unwrap(),
+                "[::1]:5514".parse().unwrap()
+            ]
         );
         assert_eq!(s.listen_tcp, vec!["127.0.0.1:601".parse().unwrap()]);
         assert_eq!(s.listen_tls, vec!["127.0.0.1:6514".parse().unwrap()]);
-        assert_eq!(s.unix_socket.as_deref(), Some(Path::new("/etc/loghogd/run/log")));
+        assert_eq!(
+            s.unix_socket.as_deref(),
+            Some(Path::new("/etc/loghogd/run/log"))
+        );
         assert_eq!(s.unix_socket_mode, 0o620);
         assert!(s.tls_allow_anonymous);
     }

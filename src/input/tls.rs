@@ -89,13 +89,11 @@ pub(crate) fn load_server_config_with(
     } else {
         builder
     };
-    let verifier = builder
-        .build()
-        .map_err(|err| TlsError::BadCaCertificate {
-            path: cacert.to_path_buf(),
-            subject: "all".to_owned(),
-            reason: err.to_string(),
-        })?;
+    let verifier = builder.build().map_err(|err| TlsError::BadCaCertificate {
+        path: cacert.to_path_buf(),
+        subject: "all".to_owned(),
+        reason: err.to_string(),
+    })?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&TLS13, &TLS12])
         .map_err(|source| TlsError::Rustls {

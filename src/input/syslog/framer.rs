@@ -98,7 +98,9 @@ impl SyslogFramer {
             return Err(SyslogFrameError::BadCount("it must start with a digit 1-9"));
         }
         if buf[digits] != b' ' {
-            return Err(SyslogFrameError::BadCount("the digits must be followed by a space"));
+            return Err(SyslogFrameError::BadCount(
+                "the digits must be followed by a space",
+            ));
         }
         // At most max_digits digits: fits in usize.
         let n = std::str::from_utf8(&buf[..digits])
@@ -216,7 +218,10 @@ mod tests {
     #[test]
     fn line_feed_with_last_line_unterminated() {
         let (f, e) = frames(b"<13>a\n<13>b\r\n<13>c");
-        assert_eq!(f, vec![b"<13>a".to_vec(), b"<13>b\r".to_vec(), b"<13>c".to_vec()]);
+        assert_eq!(
+            f,
+            vec![b"<13>a".to_vec(), b"<13>b\r".to_vec(), b"<13>c".to_vec()]
+        );
         assert_eq!(e, None);
     }
 

@@ -48,8 +48,16 @@ impl SyslogListeners {
         self.udp
             .iter()
             .filter_map(|u| one("syslog-udp", u.local_addr()))
-            .chain(self.tcp.iter().filter_map(|l| one("syslog-tcp", l.local_addr())))
-            .chain(self.tls.iter().filter_map(|l| one("syslog-tls", l.local_addr())))
+            .chain(
+                self.tcp
+                    .iter()
+                    .filter_map(|l| one("syslog-tcp", l.local_addr())),
+            )
+            .chain(
+                self.tls
+                    .iter()
+                    .filter_map(|l| one("syslog-tls", l.local_addr())),
+            )
             .collect()
     }
 
@@ -74,13 +82,16 @@ pub fn bind_syslog(section: &SyslogSection) -> io::Result<SyslogListeners> {
     };
     let mut l = SyslogListeners::default();
     for addr in &section.listen_udp {
-        l.udp.push(super::bind_udp(*addr).map_err(named("syslog udp", addr))?);
+        l.udp
+            .push(super::bind_udp(*addr).map_err(named("syslog udp", addr))?);
     }
     for addr in &section.listen_tcp {
-        l.tcp.push(super::bind_tcp(*addr).map_err(named("syslog tcp", addr))?);
+        l.tcp
+            .push(super::bind_tcp(*addr).map_err(named("syslog tcp", addr))?);
     }
     for addr in &section.listen_tls {
-        l.tls.push(super::bind_tcp(*addr).map_err(named("syslog tls", addr))?);
+        l.tls
+            .push(super::bind_tcp(*addr).map_err(named("syslog tls", addr))?);
     }
     if let Some(path) = &section.unix_socket {
         l.unix = Some(
@@ -251,7 +262,11 @@ secret = s3
     fn router() -> (Arc<RouterCtx>, Router) {
         let db = FacilityDb::parse(FACILITIES, Path::new("facilities.conf")).unwrap();
         let ctx = RouterCtx::for_test(db);
-        let r = Router::new(ctx.clone(), IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::SyslogTcp);
+        let r = Router::new(
+            ctx.clone(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Transport::SyslogTcp,
+        );
         (ctx, r)
     }
 
@@ -284,13 +299,30 @@ secret = s3
         let sections: Vec<&str> = lines.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(
             sections,
-            ["syslog:auth", "syslog:auth", "nginx", "nginx", "syslog:kern", "syslog", "syslog"],
+            [
+                "syslog:auth",
+                "syslog:auth",
+                "nginx",
+                "nginx",
+                "syslog:kern",
+                "syslog",
+                "syslog"
+            ],
             "{lines:#?}"
         );
         // A signed app never takes syslog messages: its tag falls through.
-        assert!(lines[5].1.ends_with(" - web01 - signed: unsigned"), "{lines:#?}");
-        assert!(lines[0].1.ends_with(" web01 sshd[812]: Accepted publickey"), "{lines:#?}");
-        assert!(lines[2].1.ends_with(" - web01 - nginx[7]: started"), "{lines:#?}");
+        assert!(
+            lines[5].1.ends_with(" - web01 - signed: unsigned"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[0].1.ends_with(" web01 sshd[812]: Accepted publickey"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].1.ends_with(" - web01 - nginx[7]: started"),
+            "{lines:#?}"
+        );
         assert_eq!(stat(&ctx, "filtered"), 1);
         assert_eq!(stat(&ctx, "received"), 8);
     }
@@ -303,7 +335,11 @@ secret = s3
         )
         .unwrap();
         let ctx = RouterCtx::for_test(db);
-        let mut r = Router::new(ctx.clone(), IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::SyslogUdp);
+        let mut r = Router::new(
+            ctx.clone(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Transport::SyslogUdp,
+        );
         let mut d = SyslogDecoder::datagram(None);
         d.decode_message(b"<13>1 - h other - - - x", None, &mut r);
         d.decode_message(b"<13>1 - h nginx - - - y", None, &mut r);

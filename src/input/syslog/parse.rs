@@ -19,7 +19,7 @@
 use std::fmt::Write as _;
 
 use chrono::{Datelike, Local};
-use syslog_loose::{Message, ProcId, Variant};
+use syslog_loose::{Message, ProcId, Protocol, Variant};
 
 use crate::output::file::format::push_escaped;
 use crate::record::SyslogMeta;
@@ -67,7 +67,12 @@ impl SyslogParser {
                 &self.text
             }
         };
-        let msg = syslog_loose::parse_message_with_year_tz(text, year_for, None::<Local>, Variant::Either);
+        let msg = syslog_loose::parse_message_with_year_tz(
+            text,
+            year_for,
+            None::<Local>,
+            Variant::Either,
+        );
         self.sd.clear();
         for el in &msg.structured_data {
             let _ = write!(self.sd, "[{}", el.id);
@@ -102,12 +107,23 @@ impl SyslogParser {
             facility,
             severity,
             timestamp,
-            hostname,
-            appname,
+            mut hostname,
+            mut appname,
             procid: procid_value,
             msgid,
+            protocol,
             ..
         } = msg;
+        // `<PRI>Mmm dd hh:mm:ss tag: msg` (syslog(3) and logger(1) on a
+        // local socket: no host name) reads to the crate as a host called
+        // `tag`; a "host" right before the colon is the tag.
+        if let (Protocol::RFC3164, Some(h), None) = (&protocol, hostname, appname) {
+            let end = (h.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize) + h.len();
+            if text.as_bytes().get(end) == Some(&b':') {
+                appname = Some(h);
+                hostname = None;
+            }
+        }
         let procid: Option<&'a str> = match (procid, procid_value) {
             (Some(true), _) => Some(self.pid.as_str()),
             (Some(false), Some(ProcId::Name(n))) => Some(n),
@@ -213,13 +229,20 @@ mod tests {
         let ts = m.timestamp.unwrap();
         assert_eq!((ts.month(), ts.day(), ts.hour()), (2, 5, 17));
         // The year and zone are the receiver's.
-        let local = Local.from_local_datetime(&ts.naive_local()).earliest().unwrap();
+        let local = Local
+            .from_local_datetime(&ts.naive_local())
+            .earliest()
+            .unwrap();
         assert_eq!(local.offset().fix(), *ts.offset());
         // /dev/log form (glibc syslog(3)): no host name.
         let (m, host, body) = parse(b"<13>Feb  5 17:32:18 cron[99]: job done\0");
         assert_eq!(host, None);
         assert_eq!((m.app_name, m.procid), (Some("cron"), Some("99")));
         assert_eq!(body, "job done");
+        // logger(1) on a local socket: no host, a tag without a pid.
+        let (m, host, body) = parse(b"<38>Dec  2 13:06:11 mytag: hello unix");
+        assert_eq!((host, m.app_name, m.procid), (None, Some("mytag"), None));
+        assert_eq!(body, "hello unix");
     }
 
     #[test]
@@ -291,7 +314,11 @@ mod tests {
             for el in &reparsed.structured_data {
                 let strict_el = strict.sd.find_sdid(el.id).unwrap();
                 for (k, v) in el.params() {
-                    assert_eq!(strict_el.get(*k).map(String::as_str), Some(v.as_str()), "{case}");
+                    assert_eq!(
+                        strict_el.get(*k).map(String::as_str),
+                        Some(v.as_str()),
+                        "{case}"
+                    );
                 }
             }
             let _ = mine.parse(b"");

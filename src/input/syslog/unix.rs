@@ -168,8 +168,8 @@ fn recv_one(
     cmsg: &mut Vec<u8>,
 ) -> io::Result<(usize, bool, Option<Credentials>)> {
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(fd, &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT)
-        .map_err(io::Error::from)?;
+    let msg =
+        recvmsg::<()>(fd, &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)?;
     let mut cred = None;
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {

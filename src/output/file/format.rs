@@ -155,8 +155,8 @@ fn push_3164_stamp(buf: &mut Vec<u8>, stamp: &[u8; STAMP_LEN]) {
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
         b"Dec",
     ];
-    let month = usize::from(stamp[5].wrapping_sub(b'0')) * 10
-        + usize::from(stamp[6].wrapping_sub(b'0'));
+    let month =
+        usize::from(stamp[5].wrapping_sub(b'0')) * 10 + usize::from(stamp[6].wrapping_sub(b'0'));
     buf.extend_from_slice(MONTHS[month.clamp(1, 12) - 1]);
     buf.push(b' ');
     buf.push(if stamp[8] == b'0' { b' ' } else { stamp[8] });
@@ -170,11 +170,7 @@ fn push_5424(buf: &mut Vec<u8>, host: &str, rec: &Record<'_>, meta: Option<&Sysl
     let ts: DateTime<FixedOffset> = meta
         .and_then(|m| m.timestamp)
         .unwrap_or_else(|| Local::now().fixed_offset());
-    let _ = write!(
-        buf,
-        "<{pri}>1 {} ",
-        ts.format("%Y-%m-%dT%H:%M:%S%.6f%:z")
-    );
+    let _ = write!(buf, "<{pri}>1 {} ", ts.format("%Y-%m-%dT%H:%M:%S%.6f%:z"));
     let nil = |buf: &mut Vec<u8>, v: Option<&str>, max: usize| {
         match v.filter(|v| !v.is_empty() && *v != "-") {
             Some(v) => push_token(buf, v, max),
@@ -319,7 +315,11 @@ mod tests {
         // escaped so a message stays one line.
         let m = SyslogMeta {
             procid: None,
-            cred: Some(Credentials { pid: 42, uid: 0, gid: 0 }),
+            cred: Some(Credentials {
+                pid: 42,
+                uid: 0,
+                gid: 0,
+            }),
             ..meta()
         };
         assert_eq!(
@@ -355,7 +355,11 @@ mod tests {
             timestamp: Some(ts),
             msgid: Some("ID47"),
             structured_data: r#"[ex@32473 a="b\"c"]"#,
-            cred: Some(Credentials { pid: 42, uid: 1000, gid: 100 }),
+            cred: Some(Credentials {
+                pid: 42,
+                uid: 1000,
+                gid: 100,
+            }),
             ..meta()
         };
         assert_eq!(
