@@ -126,6 +126,8 @@ pub(crate) async fn accept_loop(
     }
 }
 
+// The accept loop's state, handed down once per connection.
+#[allow(clippy::too_many_arguments)]
 fn spawn_handler(
     stream: TcpStream,
     peer: SocketAddr,

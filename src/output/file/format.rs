@@ -221,13 +221,8 @@ fn push_5424(buf: &mut Vec<u8>, host: &str, rec: &Record<'_>, meta: Option<&Sysl
 /// A header token: printable ASCII without spaces (RFC 5424's PRINTUSASCII),
 /// anything else as `_`, cut at `max` bytes.
 fn push_token(buf: &mut Vec<u8>, s: &str, max: usize) {
-    let mut n = 0;
-    for c in s.chars() {
-        if n >= max {
-            break;
-        }
+    for c in s.chars().take(max) {
         buf.push(if c.is_ascii_graphic() { c as u8 } else { b'_' });
-        n += 1;
     }
 }
 
