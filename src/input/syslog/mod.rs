@@ -5,6 +5,7 @@
 //! ends in [`SyslogDecoder`]: parse ([`parse`]) → [`Record`] → router,
 //! which routes by tag and syslog facility (`FacilityDb::lookup_syslog`).
 
+mod fast;
 pub(crate) mod framer;
 pub(crate) mod parse;
 pub(crate) mod udp;
