@@ -68,5 +68,7 @@ pub mod stats;
 pub(crate) mod timefmt;
 pub mod tz;
 
+#[doc(hidden)]
+pub use input::syslog::fuzz_syslog;
 pub use input::syslog::{bind_syslog, SyslogListeners};
 pub use input::{bind, Listeners};

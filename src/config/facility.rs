@@ -496,7 +496,12 @@ fn read_facility(
             })
             .unwrap_or_default()
     };
-    let syslog_tags: Vec<String> = list("syslog_tags").into_iter().map(str::to_owned).collect();
+    let mut syslog_tags: Vec<String> = Vec::new();
+    for tag in list("syslog_tags") {
+        if !syslog_tags.iter().any(|t| t == tag) {
+            syslog_tags.push(tag.to_owned());
+        }
+    }
     let mut syslog_facilities = Vec::new();
     for name in list("syslog_facilities") {
         let code = facility_code(name).ok_or_else(|| {
@@ -505,7 +510,10 @@ fn read_facility(
                 format!("\"{name}\" is not a syslog facility; use names such as auth, authpriv, kern, mail, daemon, cron, user, local0-local7"),
             )
         })?;
-        syslog_facilities.push(code);
+        // `auth, security` name one facility twice: keep it once.
+        if !syslog_facilities.contains(&code) {
+            syslog_facilities.push(code);
+        }
     }
     if rotate.is_size() && max_size.is_none() {
         return Err(error(
@@ -807,6 +815,71 @@ secret = my-big-secret
             );
             assert_eq!(err.place, place, "{text}");
             assert!(err.problem.contains(fix), "{text}: {}", err.problem);
+        }
+    }
+}
+
+/// The syslog keys of issue 13: parsing, inheritance and routing errors.
+#[cfg(test)]
+mod syslog_tests {
+    use super::*;
+
+    const BASE: &str = "[syslog]\nrotate = daily\nbackup_count = 3\n";
+
+    fn parse(text: &str) -> Result<FacilityDb, ConfigError> {
+        FacilityDb::parse(text, Path::new("/etc/loghogd/facilities.conf"))
+    }
+
+    #[test]
+    fn format_and_severity_are_inherited_routing_keys_are_not() {
+        let db = parse(&format!(
+            "{BASE}format = rfc3164\nmin_severity = info\nsyslog_facilities = local0\n\
+             [syslog:auth]\nsyslog_facilities = auth, security, authpriv\n"
+        ))
+        .unwrap();
+        let auth = db.lookup("syslog", "auth").unwrap();
+        assert_eq!(auth.format, LineFormat::Rfc3164);
+        assert_eq!(auth.min_severity, 6);
+        assert_eq!(auth.syslog_facilities, vec![4, 10]);
+        let root = db.lookup("syslog", "").unwrap();
+        assert_eq!(root.syslog_facilities, vec![16]);
+        assert_eq!(
+            db.lookup_syslog(None, 10).unwrap().section_name(),
+            "syslog:auth"
+        );
+        assert_eq!(db.lookup_syslog(None, 16).unwrap().section_name(), "syslog");
+        assert_eq!(
+            db.lookup_syslog(Some("syslog"), 4).unwrap().section_name(),
+            "syslog"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        for (text, place, fix) in [
+            ("format = json\n", "format", "loghog, rfc3164 or rfc5424"),
+            ("min_severity = loud\n", "min_severity", "warning"),
+            ("syslog_facilities = kern, nope\n", "syslog_facilities", "local0-local7"),
+            (
+                "[a]\nrotate = daily\nbackup_count = 1\nsyslog_tags = x\n[b]\nrotate = daily\nbackup_count = 1\nsyslog_tags = x\n",
+                "syslog_tags",
+                "list it in one section",
+            ),
+            (
+                "[syslog:kern]\nsyslog_facilities = kern\n[syslog:k2]\nsyslog_facilities = kern\n",
+                "syslog_facilities",
+                "route it to one section",
+            ),
+            (
+                "[a]\nrotate = daily\nbackup_count = 1\nsecret = s\nsyslog_tags = a\n",
+                "syslog_tags",
+                "no signature",
+            ),
+        ] {
+            let e = parse(&format!("{BASE}{text}")).unwrap_err().to_string();
+            assert!(e.contains("/etc/loghogd/facilities.conf"), "{e}");
+            assert!(e.contains(place), "{e}");
+            assert!(e.contains(fix), "{e}");
         }
     }
 }

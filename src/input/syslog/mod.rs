@@ -220,6 +220,52 @@ impl Decoder for SyslogDecoder {
     }
 }
 
+/// The fuzzing entry point (tests/fuzz target `syslog`): `data` framed as
+/// a stream (every frame parsed) and parsed whole as a datagram. Panics if
+/// a frame passes the cap, a body keeps a control character, or the fast
+/// path reads a message differently from `syslog_loose`.
+#[doc(hidden)]
+pub fn fuzz_syslog(data: &[u8]) {
+    const CAP: usize = 1024;
+    let mut parser = SyslogParser::default();
+    check_parse(&mut parser, data);
+    let mut framer = SyslogFramer::new(CAP);
+    let mut buf = data;
+    while let Ok(Some(n)) = super::Framer::check(&mut framer, buf) {
+        assert!(
+            n > 0 && n <= buf.len(),
+            "frame of {n} in {} bytes",
+            buf.len()
+        );
+        let msg = payload(framer.framing.get(), &buf[..n]);
+        assert!(
+            msg.len() <= CAP,
+            "a {}-byte message passed the cap",
+            msg.len()
+        );
+        check_parse(&mut parser, msg);
+        buf = &buf[n..];
+    }
+}
+
+fn check_parse(parser: &mut SyslogParser, raw: &[u8]) {
+    let parsed = parser.parse(raw);
+    assert!(
+        !parsed
+            .body
+            .bytes()
+            .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f),
+        "control character left in {:?}",
+        parsed.body
+    );
+    if let Ok(text) = std::str::from_utf8(parse::trim_end(raw)) {
+        if let Some(fast) = fast::parse(text.trim()) {
+            let (mut sd, mut pid) = (String::new(), String::new());
+            assert_eq!(fast, parse::slow(text, &mut sd, &mut pid), "{text:?}");
+        }
+    }
+}
+
 /// This host's name (for messages from the local socket that carry none).
 pub(crate) fn local_hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;

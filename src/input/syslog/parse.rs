@@ -195,7 +195,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
 }
 
 /// Drops the LF, CR and NUL bytes senders leave at the end.
-fn trim_end(raw: &[u8]) -> &[u8] {
+pub(super) fn trim_end(raw: &[u8]) -> &[u8] {
     let end = raw
         .iter()
         .rposition(|b| !matches!(b, b'\n' | b'\r' | 0))

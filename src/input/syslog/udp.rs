@@ -26,6 +26,9 @@ const BATCH: usize = 32;
 /// Calls per wake-up before the batches are handed on.
 const CALLS_PER_CHUNK: usize = 8;
 
+/// Chunks read after the stop at most (the kernel's buffer holds fewer).
+const STOP_CHUNKS: usize = 64;
+
 /// One receive batch: buffers and where each datagram came from.
 struct Slots {
     /// `BATCH` buffers of `size` bytes, end to end.
@@ -139,6 +142,7 @@ pub(crate) async fn recv_loop(sock: UdpSocket, ctx: Arc<InputCtx>, token: Cancel
     let mut slots = Slots::new(ctx.max_msg_size);
     let fd = sock.as_raw_fd();
     let mut stopping = false;
+    let mut drained = 0;
     loop {
         if !stopping {
             tokio::select! {
@@ -177,7 +181,10 @@ pub(crate) async fn recv_loop(sock: UdpSocket, ctx: Arc<InputCtx>, token: Cancel
         }
         if stopping {
             router.flush().await;
-            if empty {
+            // What was queued at the stop is taken; a sender that never
+            // pauses does not hold the stop up beyond this bound.
+            drained += 1;
+            if empty || drained >= STOP_CHUNKS {
                 return;
             }
         } else {

@@ -25,6 +25,9 @@ use crate::router::Router;
 /// Datagrams taken per wake-up before the batches are handed on.
 const PER_CHUNK: usize = 256;
 
+/// Chunks read after the stop at most (the kernel's buffer holds fewer).
+const STOP_CHUNKS: usize = 64;
+
 /// The bound socket and the path to remove at stop.
 #[derive(Debug)]
 pub struct UnixSocket {
@@ -112,6 +115,7 @@ pub(crate) async fn recv_loop(
     let mut buf = vec![0u8; ctx.max_msg_size + 1];
     let mut cmsg = nix::cmsg_space!(UnixCredentials);
     let mut stopping = false;
+    let mut drained = 0;
     loop {
         if !stopping {
             tokio::select! {
@@ -151,7 +155,10 @@ pub(crate) async fn recv_loop(
         }
         if stopping {
             router.flush().await;
-            if empty {
+            // What was queued at the stop is taken; a sender that never
+            // pauses does not hold the stop up beyond this bound.
+            drained += 1;
+            if empty || drained >= STOP_CHUNKS {
                 return;
             }
         } else {
