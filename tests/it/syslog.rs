@@ -434,8 +434,8 @@ fn file_per_host_uses_the_syslog_host_name_safely() {
 
 // === real programs on the other end ===
 
-/// A real rsyslogd (no root needed: its own socket, work directory and pid
-/// file) that forwards local1 as RFC 3164 over UDP and local2 as RFC 5424
+/// A real rsyslogd (unprivileged: its own socket, work directory and pid
+/// file; run as nobody when the tests run as root) that forwards local1 as RFC 3164 over UDP and local2 as RFC 5424
 /// octet-counted over TCP, as `action(type="omfwd")` does on a host that
 /// relays to loghogd.
 #[test]
@@ -467,7 +467,9 @@ fn rsyslog_forwards_rfc3164_and_rfc5424() {
         ),
     )
     .unwrap();
-    let rsyslog = Command::new("rsyslogd")
+    // As root (CI), run it as nobody: nothing here may need privileges.
+    let mut cmd = as_unprivileged(&s, &work);
+    let rsyslog = cmd
         .arg("-n")
         .arg("-f")
         .arg(&conf)
@@ -492,6 +494,15 @@ fn rsyslog_forwards_rfc3164_and_rfc5424() {
             input.display()
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let status = read(Path::new(&format!("/proc/{}/status", rsyslog.0.id())));
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65534"),
+            "rsyslogd is not nobody: {uid}"
+        );
     }
     let sock = input.to_str().unwrap();
     for i in 0..5 {
@@ -540,6 +551,27 @@ fn rsyslog_forwards_rfc3164_and_rfc5424() {
     }
     assert_eq!(d.stat("bad_frames"), 0);
     rsyslog.stop();
+}
+
+/// `rsyslogd`, or `setpriv ... rsyslogd` as nobody when the test runs as
+/// root; then `work` becomes nobody's and the test dir traversable.
+fn as_unprivileged(s: &Setup, work: &Path) -> Command {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Command::new("rsyslogd");
+    }
+    require("setpriv", "util-linux");
+    const NOBODY: u32 = 65534;
+    std::fs::set_permissions(s.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(work, Some(NOBODY), Some(NOBODY)).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "rsyslogd",
+    ]);
+    cmd
 }
 
 struct KillOnDrop(Child);
