@@ -855,3 +855,32 @@ fn the_daemon_binary_serves_syslog_and_removes_its_socket() {
     d.stop();
     assert!(!Path::new(&sock).exists());
 }
+
+/// A reload re-reads the syslog routing: a tag that went to the catch-all
+/// goes to its new application's section once that exists, on the same
+/// connection.
+#[test]
+fn reload_reroutes_syslog_messages() {
+    let s = Setup::new()
+        .facilities("[syslog]\nrotate = daily\nbackup_count = 3\n")
+        .conf_extra(LISTEN);
+    let d = InProcess::start(&s);
+    let mut c = connect(d.addr("syslog-tcp"));
+    c.write_all(b"<30>1 - h myapp - - - before\n").unwrap();
+    wait_for_lines(&s.log("syslog/root.log"), 1, DEADLINE);
+    s.write_facilities(
+        "[syslog]\nrotate = daily\nbackup_count = 3\n\
+         [myapp]\nrotate = daily\nbackup_count = 3\nformat = rfc5424\n",
+    );
+    d.reload().unwrap();
+    c.write_all(b"<30>1 - h myapp - - - after\n").unwrap();
+    let got = wait_for_lines(&s.log("myapp/root.log"), 1, DEADLINE);
+    assert!(
+        got[0].starts_with("<30>1 ") && got[0].ends_with(" h myapp - - - after"),
+        "{got:?}"
+    );
+    assert_eq!(
+        bodies(&wait_for_lines(&s.log("syslog/root.log"), 1, DEADLINE)),
+        ["myapp: before"]
+    );
+}
