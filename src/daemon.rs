@@ -674,13 +674,34 @@ fn print_check(config: &Config, facilities: &FacilityDb) {
             .max_size
             .map(|s| format!(" max_size={s}"))
             .unwrap_or_default();
+        // The syslog keys, only where they differ from the defaults.
+        let mut syslog = String::new();
+        if f.format != crate::output::file::format::LineFormat::Loghog {
+            syslog.push_str(&format!(" format={}", f.format.as_str()));
+        }
+        if f.min_severity < 7 {
+            let name = crate::record::SEVERITY_NAMES[usize::from(f.min_severity)];
+            syslog.push_str(&format!(" min_severity={name}"));
+        }
+        if !f.syslog_tags.is_empty() {
+            syslog.push_str(&format!(" syslog_tags={}", f.syslog_tags.join(",")));
+        }
+        if !f.syslog_facilities.is_empty() {
+            let names: Vec<&str> = f
+                .syslog_facilities
+                .iter()
+                .map(|c| crate::record::FACILITY_NAMES[usize::from(*c)])
+                .collect();
+            syslog.push_str(&format!(" syslog_facilities={}", names.join(",")));
+        }
         println!(
-            "[{}] file={} rotate={}{} backup_count={} next={}",
+            "[{}] file={} rotate={}{} backup_count={}{} next={}",
             f.section_name(),
             file.display(),
             f.rotate.describe(),
             size,
             f.backup_count,
+            syslog,
             if next.is_empty() {
                 "-".to_string()
             } else {

@@ -884,3 +884,24 @@ fn reload_reroutes_syslog_messages() {
         ["myapp: before"]
     );
 }
+
+/// `--check-config` shows the syslog keys of each facility, so an
+/// operator can see the routing before switching over.
+#[test]
+fn check_config_shows_the_syslog_keys() {
+    let out = setup("unix_socket = run/dev-log\n").run(&["--check-config"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let line = |section: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("[{section}] ")))
+            .unwrap_or_else(|| panic!("no [{section}] in {out:?}"))
+            .to_owned()
+    };
+    let auth = line("syslog:auth");
+    assert!(auth.contains(" format=rfc3164 "), "{auth}");
+    assert!(auth.contains(" syslog_facilities=auth,authpriv "), "{auth}");
+    assert!(line("syslog:kern").contains(" min_severity=warning "));
+    assert!(line("nginx").contains(" syslog_tags=nginx-error "));
+    assert!(!line("syslog").contains("format="));
+}
