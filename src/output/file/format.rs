@@ -123,9 +123,7 @@ fn push_3164(
     meta: Option<&SyslogMeta<'_>>,
 ) {
     match meta.and_then(|m| m.timestamp) {
-        Some(ts) => {
-            let _ = write!(buf, "{}", ts.with_timezone(&Local).format("%b %e %H:%M:%S"));
-        }
+        Some(ts) => push_3164_time(buf, &ts),
         None => push_3164_stamp(buf, stamp),
     }
     buf.push(b' ');
@@ -149,6 +147,67 @@ fn push_3164(
     buf.push(b'\n');
 }
 
+/// The text of the last second formatted on this thread, per format: a
+/// stream's messages mostly share their second, and formatting it through
+/// chrono (with a time-zone lookup for rfc3164) per message doubled the
+/// cost of a line.
+#[derive(Default)]
+struct TimeCache {
+    /// UNIX second → `Mmm dd HH:MM:SS` in local time.
+    bsd: Option<(i64, String)>,
+    /// (UNIX second, offset) → (`YYYY-MM-DDTHH:MM:SS`, `+HH:MM`).
+    ietf: Option<((i64, i32), String, String)>,
+}
+
+thread_local! {
+    static TIMES: std::cell::RefCell<TimeCache> = std::cell::RefCell::default();
+}
+
+/// A sender's timestamp as rsyslog writes it: `Mmm dd HH:MM:SS`, local time.
+fn push_3164_time(buf: &mut Vec<u8>, ts: &DateTime<FixedOffset>) {
+    TIMES.with_borrow_mut(|c| {
+        let secs = ts.timestamp();
+        match &c.bsd {
+            Some((s, text)) if *s == secs => buf.extend_from_slice(text.as_bytes()),
+            _ => {
+                let text = ts
+                    .with_timezone(&Local)
+                    .format("%b %e %H:%M:%S")
+                    .to_string();
+                buf.extend_from_slice(text.as_bytes());
+                c.bsd = Some((secs, text));
+            }
+        }
+    });
+}
+
+/// RFC 3339 with microseconds and the sender's offset.
+fn push_5424_time(buf: &mut Vec<u8>, ts: &DateTime<FixedOffset>) {
+    TIMES.with_borrow_mut(|c| {
+        let key = (ts.timestamp(), ts.offset().local_minus_utc());
+        let (date, offset) = match &c.ietf {
+            Some((k, d, o)) if *k == key => (d, o),
+            _ => {
+                let d = ts.format("%Y-%m-%dT%H:%M:%S").to_string();
+                let o = ts.format("%:z").to_string();
+                let (_, d, o) = c.ietf.insert((key, d, o));
+                (&*d, &*o)
+            }
+        };
+        buf.extend_from_slice(date.as_bytes());
+        buf.push(b'.');
+        // A leap second's nanoseconds pass 1e9; chrono writes 999999 then.
+        let mut m = (ts.timestamp_subsec_nanos() / 1000).min(999_999);
+        let mut digits = [b'0'; 6];
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        buf.extend_from_slice(&digits);
+        buf.extend_from_slice(offset.as_bytes());
+    });
+}
+
 /// `Mmm dd HH:MM:SS` from a receipt stamp `YYYY-MM-DD HH:MM:SS.ffffff`.
 fn push_3164_stamp(buf: &mut Vec<u8>, stamp: &[u8; STAMP_LEN]) {
     const MONTHS: [&[u8; 3]; 12] = [
@@ -170,7 +229,9 @@ fn push_5424(buf: &mut Vec<u8>, host: &str, rec: &Record<'_>, meta: Option<&Sysl
     let ts: DateTime<FixedOffset> = meta
         .and_then(|m| m.timestamp)
         .unwrap_or_else(|| Local::now().fixed_offset());
-    let _ = write!(buf, "<{pri}>1 {} ", ts.format("%Y-%m-%dT%H:%M:%S%.6f%:z"));
+    let _ = write!(buf, "<{pri}>1 ");
+    push_5424_time(buf, &ts);
+    buf.push(b' ');
     let nil = |buf: &mut Vec<u8>, v: Option<&str>, max: usize| {
         match v.filter(|v| !v.is_empty() && *v != "-") {
             Some(v) => push_token(buf, v, max),
@@ -342,6 +403,34 @@ mod tests {
     }
 
     use chrono::TimeZone as _;
+
+    /// The per-second caches write what chrono writes, across seconds,
+    /// offsets and fractions.
+    #[test]
+    fn cached_times_match_chrono() {
+        for text in [
+            "2026-03-05T09:08:07.5+01:00",
+            "2026-03-05T09:08:07.000001+01:00",
+            "2026-03-05T08:08:07.25Z",
+            "2026-03-05T09:08:08-05:30",
+            "1999-12-31T23:59:59.999999999Z",
+        ] {
+            let ts = DateTime::parse_from_rfc3339(text).unwrap();
+            for _ in 0..2 {
+                let mut a = Vec::new();
+                push_5424_time(&mut a, &ts);
+                let b = ts.format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string();
+                assert_eq!(String::from_utf8(a).unwrap(), b, "{text}");
+                let mut a = Vec::new();
+                push_3164_time(&mut a, &ts);
+                let b = ts
+                    .with_timezone(&Local)
+                    .format("%b %e %H:%M:%S")
+                    .to_string();
+                assert_eq!(String::from_utf8(a).unwrap(), b, "{text}");
+            }
+        }
+    }
 
     #[test]
     fn rfc5424_lines() {
