@@ -72,7 +72,7 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
     };
     // Checked here so a bad certificate is a config error (exit 78); `run`
     // loads them again for itself.
-    if let Err(e) = tls_setup(&config) {
+    if let Err(e) = tls_setup(&config).and_then(|_| syslog_tls_setup(&config)) {
         return Ok(config_error(&e));
     }
     if let Err(e) = preflight(&config) {
@@ -131,13 +131,23 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
     ] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let listeners = match input::bind(&config.server.listen, &config.server.listen_ssl) {
+    let mut listeners = match input::bind(&config.server.listen, &config.server.listen_ssl) {
         Ok(l) => l,
         Err(e) => {
             return Ok(config_error(&ConfigError::new(
                 &config.path,
                 "[server] listen_ipv4/listen_ipv6/listen_ipv4_ssl/listen_ipv6_ssl",
                 format!("{e}; listen on an address of this host and a port no other program holds"),
+            )))
+        }
+    };
+    listeners.syslog = match input::syslog::bind_syslog(&config.syslog) {
+        Ok(l) => l,
+        Err(e) => {
+            return Ok(config_error(&ConfigError::new(
+                &config.path,
+                "[syslog] listen_udp/listen_tcp/listen_tls/unix_socket",
+                format!("{e}; listen on an address of this host and a port no other program holds (ports below 1024 and /dev/log need root)"),
             )))
         }
     };
@@ -305,6 +315,7 @@ pub async fn run(
     } = control;
     let limits = config.limits.clone();
     let tls = tls_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let syslog_tls = syslog_tls_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state_path = config.main.workdir.join(STATE_FILE);
     let state = crate::rotation::StateDb::load(&state_path)
         .with_context(|| format!("cannot read rotation state {}", state_path.display()))?;
@@ -382,6 +393,7 @@ pub async fn run(
         listeners,
         inputs.clone(),
         tls.clone(),
+        syslog_tls.clone(),
         token.clone(),
         &readers,
     )
@@ -402,7 +414,7 @@ pub async fn run(
         match req {
             Some(Request::Reload(reply)) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                let res = reload(&config, &fac_tx, tls.as_ref()).await;
+                let res = reload(&config, &fac_tx, tls.as_ref(), syslog_tls.as_ref()).await;
                 writers.reopen_all().await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 if let Some(reply) = reply {
@@ -499,6 +511,7 @@ async fn reload(
     config: &Config,
     fac_tx: &watch::Sender<Arc<FacilityDb>>,
     tls: Option<&TlsSetup>,
+    syslog_tls: Option<&TlsSetup>,
 ) -> Result<(), String> {
     let path = config.main.facilities_config.clone();
     let read = tokio::task::spawn_blocking(move || FacilityDb::load(&path));
@@ -526,7 +539,10 @@ async fn reload(
         }
     };
     if let Some(tls) = tls {
-        reload_tls(config, tls);
+        reload_tls(config, tls, false);
+    }
+    if let Some(tls) = syslog_tls {
+        reload_tls(config, tls, config.syslog.tls_allow_anonymous);
     }
     res
 }
@@ -536,10 +552,22 @@ fn tls_setup(config: &Config) -> Result<Option<TlsSetup>, ConfigError> {
     if config.server.listen_ssl.is_empty() {
         return Ok(None);
     }
-    Ok(Some(TlsSetup::new(load_tls(config)?)))
+    Ok(Some(TlsSetup::new(load_tls(config, false)?)))
 }
 
-fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+/// Loads the syslog TLS port's server config (`[syslog] listen_tls`): the
+/// same certificates, and clients without one when `tls_allow_anonymous`.
+fn syslog_tls_setup(config: &Config) -> Result<Option<TlsSetup>, ConfigError> {
+    if config.syslog.listen_tls.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(TlsSetup::new(load_tls(
+        config,
+        config.syslog.tls_allow_anonymous,
+    )?)))
+}
+
+fn load_tls(config: &Config, anonymous: bool) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let missing = |key: &str| {
         ConfigError {
         file: config.path.clone(),
@@ -557,7 +585,7 @@ fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
         .cacert
         .as_deref()
         .ok_or_else(|| missing("cacert"))?;
-    crate::input::tls::load_server_config(pem, ca).map_err(|e| ConfigError {
+    crate::input::tls::load_server_config_with(pem, ca, anonymous).map_err(|e| ConfigError {
         file: config.path.clone(),
         place: "[server] pemfile/cacert".into(),
         problem: e.to_string(),
@@ -565,8 +593,8 @@ fn load_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
 }
 
 /// Swaps in freshly read certificates; broken ones keep the old.
-fn reload_tls(config: &Config, tls: &TlsSetup) {
-    match load_tls(config) {
+fn reload_tls(config: &Config, tls: &TlsSetup, anonymous: bool) {
+    match load_tls(config, anonymous) {
         Ok(cfg) => {
             tls.replace(cfg);
             info!("tls certificates reloaded");
@@ -618,13 +646,22 @@ fn preflight(config: &Config) -> Result<(), ConfigError> {
     }
     // An address this host does not have: a bind to it on port 0 (no port
     // taken, the socket closed at once) says so without side effects.
-    for addr in config.server.listen.iter().chain(&config.server.listen_ssl) {
+    let syslog = &config.syslog;
+    for addr in config
+        .server
+        .listen
+        .iter()
+        .chain(&config.server.listen_ssl)
+        .chain(&syslog.listen_udp)
+        .chain(&syslog.listen_tcp)
+        .chain(&syslog.listen_tls)
+    {
         let probe = std::net::SocketAddr::new(addr.ip(), 0);
         if let Err(e) = std::net::UdpSocket::bind(probe) {
             if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
                 return Err(ConfigError::new(
                     &config.path,
-                    "[server] listen_ipv4/listen_ipv6/listen_ipv4_ssl/listen_ipv6_ssl",
+                    "[server] listen_ipv4/listen_ipv6/listen_ipv4_ssl/listen_ipv6_ssl or [syslog] listen_*",
                     format!("cannot listen on {addr}: {e}; listen on an address of this host"),
                 ));
             }
@@ -670,13 +707,34 @@ fn print_check(config: &Config, facilities: &FacilityDb) {
             .max_size
             .map(|s| format!(" max_size={s}"))
             .unwrap_or_default();
+        // The syslog keys, only where they differ from the defaults.
+        let mut syslog = String::new();
+        if f.format != crate::output::file::format::LineFormat::Loghog {
+            syslog.push_str(&format!(" format={}", f.format.as_str()));
+        }
+        if f.min_severity < 7 {
+            let name = crate::record::SEVERITY_NAMES[usize::from(f.min_severity)];
+            syslog.push_str(&format!(" min_severity={name}"));
+        }
+        if !f.syslog_tags.is_empty() {
+            syslog.push_str(&format!(" syslog_tags={}", f.syslog_tags.join(",")));
+        }
+        if !f.syslog_facilities.is_empty() {
+            let names: Vec<&str> = f
+                .syslog_facilities
+                .iter()
+                .map(|c| crate::record::FACILITY_NAMES[usize::from(*c)])
+                .collect();
+            syslog.push_str(&format!(" syslog_facilities={}", names.join(",")));
+        }
         println!(
-            "[{}] file={} rotate={}{} backup_count={} next={}",
+            "[{}] file={} rotate={}{} backup_count={}{} next={}",
             f.section_name(),
             file.display(),
             f.rotate.describe(),
             size,
             f.backup_count,
+            syslog,
             if next.is_empty() {
                 "-".to_string()
             } else {

@@ -1,6 +1,7 @@
 //! loghogd: "syslog + logrotate in one package".
 //!
-//! Applications send LogHog frames over TCP, UDP or TLS; the daemon checks
+//! Applications send LogHog frames over TCP, UDP or TLS, and any program
+//! syslog messages (network or `/dev/log`); the daemon checks
 //! who sent them, writes each to its facility's file one message at a time,
 //! and rotates, compresses and prunes those files on schedule.
 //!
@@ -14,6 +15,7 @@
 //!   stream       one connection, generic over a Framer and a Decoder
 //!   loghog       the LogHog frame + JSON message (loghog-protocol) → Record
 //!   tls          the mutual-TLS server config and its reload slot
+//!   syslog       RFC 5424/3164 over UDP, TCP, TLS and /dev/log → Record
 //! record       the protocol-neutral Record every input produces
 //! router       facility lookup, signature check, per-route batching, counting
 //! output       where a route's batches go: Handle, Outputs
@@ -66,4 +68,7 @@ pub mod stats;
 pub(crate) mod timefmt;
 pub mod tz;
 
+#[doc(hidden)]
+pub use input::syslog::fuzz_syslog;
+pub use input::syslog::{bind_syslog, SyslogListeners};
 pub use input::{bind, Listeners};

@@ -22,7 +22,7 @@ use tracing::warn;
 
 use crate::config::{Facility, FacilityDb};
 use crate::escape::esc;
-use crate::output::{file::line, Batch, Handle, NoOutput, Outputs, Refused};
+use crate::output::{file::format, Batch, Handle, NoOutput, Outputs, Refused};
 use crate::ratelimit::RateLimit;
 use crate::record::{Auth, Record, Transport};
 use crate::stats::Stats;
@@ -82,6 +82,7 @@ struct Counts {
     bad_signature: u64,
     unknown_app: u64,
     udp_dropped: u64,
+    filtered: u64,
 }
 
 /// One reader's router.
@@ -103,6 +104,8 @@ pub(crate) struct Router {
     last_route: Option<(Box<str>, Box<str>, Arc<Facility>)>,
     /// When `routes` was last emptied.
     routes_since: std::time::Instant,
+    /// The last syslog (tag, facility code) looked up and its facility.
+    last_syslog: Option<(Box<str>, u8, Arc<Facility>)>,
 }
 
 // === impl Router ===
@@ -128,6 +131,7 @@ impl Router {
             pending_bytes: 0,
             last_route: None,
             routes_since: std::time::Instant::now(),
+            last_syslog: None,
         }
     }
 
@@ -147,6 +151,7 @@ impl Router {
             self.db = self.facilities.borrow_and_update().clone();
             self.routes.clear();
             self.last_route = None;
+            self.last_syslog = None;
         } else if self.routes.len() > MAX_ROUTES
             || (self.routes.len() > 0 && self.routes_since.elapsed() >= ROUTES_FOR)
         {
@@ -165,9 +170,10 @@ impl Router {
     pub(crate) fn reject(&mut self, cause: &dyn Display) {
         self.counts.bad_frames += 1;
         if let Some(suppressed) = self.ctx.limiter.check() {
-            let what = match self.transport {
-                Transport::Udp => "dropped datagram",
-                _ => "dropped frame",
+            let what = if self.transport.is_datagram() {
+                "dropped datagram"
+            } else {
+                "dropped frame"
             };
             let cause = cause.to_string();
             warn!(peer = %self.peer, transport = self.transport.as_str(), cause = %esc(&cause), suppressed, "{what}");
@@ -178,25 +184,52 @@ impl Router {
     /// appends its line to the pending batch of its destination.
     pub(crate) fn route(&mut self, rec: &Record<'_>) {
         self.counts.received += 1;
-        let module = normalize_module(rec.module);
-        // Connections mostly repeat one app and module: two short compares
-        // instead of hashing both names for every message. The facility is
-        // borrowed from this cache, not cloned: an `Arc` clone and drop per
-        // message bounced its count between cores (8% of CPU with 4 readers).
-        let hit = matches!(&self.last_route,
-            Some((app, m, _)) if same_str(app, rec.app_id) && same_str(m, module));
-        if !hit {
-            let Some(f) = self.db.lookup(rec.app_id, module) else {
-                self.counts.unknown_app += 1;
-                if let Some(suppressed) = self.ctx.limiter.check() {
-                    warn!(peer = %self.peer, app_id = %esc(rec.app_id), suppressed, "dropped message for an app with no facility");
-                }
-                return;
+        let facility = if let Some(meta) = rec.syslog {
+            // Syslog: by tag, then syslog facility, then the catch-all
+            // (FacilityDb::lookup_syslog), cached like the LogHog lookup.
+            let tag = meta.app_name.unwrap_or("");
+            let hit = matches!(&self.last_syslog,
+                Some((t, code, _)) if *code == meta.facility && same_str(t, tag));
+            if !hit {
+                let Some(f) = self.db.lookup_syslog(meta.app_name, meta.facility) else {
+                    self.counts.unknown_app += 1;
+                    if let Some(suppressed) = self.ctx.limiter.check() {
+                        warn!(peer = %self.peer, tag = %esc(tag), suppressed, "dropped syslog message: no facility for its tag and no [syslog] section");
+                    }
+                    return;
+                };
+                self.last_syslog = Some((tag.into(), meta.facility, f.clone()));
+            }
+            let Some((_, _, facility)) = &self.last_syslog else {
+                return; // just filled above
             };
-            self.last_route = Some((rec.app_id.into(), module.into(), f.clone()));
-        }
-        let Some((_, _, facility)) = &self.last_route else {
-            return; // just filled above
+            if meta.severity > facility.min_severity {
+                self.counts.filtered += 1;
+                return;
+            }
+            facility
+        } else {
+            let module = normalize_module(rec.module);
+            // Connections mostly repeat one app and module: two short compares
+            // instead of hashing both names for every message. The facility is
+            // borrowed from this cache, not cloned: an `Arc` clone and drop per
+            // message bounced its count between cores (8% of CPU with 4 readers).
+            let hit = matches!(&self.last_route,
+                Some((app, m, _)) if same_str(app, rec.app_id) && same_str(m, module));
+            if !hit {
+                let Some(f) = self.db.lookup(rec.app_id, module) else {
+                    self.counts.unknown_app += 1;
+                    if let Some(suppressed) = self.ctx.limiter.check() {
+                        warn!(peer = %self.peer, app_id = %esc(rec.app_id), suppressed, "dropped message for an app with no facility");
+                    }
+                    return;
+                };
+                self.last_route = Some((rec.app_id.into(), module.into(), f.clone()));
+            }
+            let Some((_, _, facility)) = &self.last_route else {
+                return; // just filled above
+            };
+            facility
         };
         if let Some(key) = &facility.secret {
             let checked = match rec.auth {
@@ -213,6 +246,11 @@ impl Router {
                         body: rec.body,
                     };
                     key.verify_fields(&fields, signature)
+                        .map_err(|e| e.to_string())
+                }
+                // Never routed here by lookup_syslog; checked all the same.
+                Auth::None => {
+                    Err("the facility has a secret and this format carries no signature".to_owned())
                 }
             };
             if let Err(err) = checked {
@@ -237,7 +275,13 @@ impl Router {
         let idx = self.routes.index_of(&self.ctx.outputs, facility, host);
         let route = &mut self.routes.list[idx];
         let before = route.buf.len();
-        line::push(&mut route.buf, &self.stamp, host, rec.body);
+        format::push(
+            &mut route.buf,
+            route.facility.format,
+            &self.stamp,
+            host,
+            rec,
+        );
         route.count += 1;
         if route.facility.max_size.is_some() {
             route.ends.push(route.buf.len() as u32);
@@ -366,6 +410,7 @@ impl Router {
             (&s.bad_signature, c.bad_signature),
             (&s.unknown_app, c.unknown_app),
             (&s.udp_dropped, c.udp_dropped),
+            (&s.filtered, c.filtered),
         ] {
             if n > 0 {
                 counter.fetch_add(n, Relaxed);

@@ -55,6 +55,8 @@ pub struct Stats {
     pub idle_closed: AtomicU64,
     /// Connections closed because a frame took longer than `frame_timeout`.
     pub frame_timeout_closed: AtomicU64,
+    /// Syslog messages less severe than their facility's `min_severity`.
+    pub filtered: AtomicU64,
 }
 
 /// The values that go up and down (the rest only go up).
@@ -112,7 +114,7 @@ impl Stats {
         }
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 21] {
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 22] {
         [
             (
                 "received",
@@ -206,6 +208,11 @@ impl Stats {
                 "frame_timeout_closed",
                 "connections closed: a frame took longer than frame_timeout",
                 &self.frame_timeout_closed,
+            ),
+            (
+                "filtered",
+                "syslog messages below their facility's min_severity",
+                &self.filtered,
             ),
         ]
     }

@@ -49,3 +49,6 @@ mod scale;
 
 #[path = "it/limits.rs"]
 mod limits;
+
+#[path = "it/syslog.rs"]
+mod syslog;

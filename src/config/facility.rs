@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use super::raw::{RawIni, RawSection};
 use super::{parse_bool, ConfigError, ConfigWarning};
+use crate::output::file::format::LineFormat;
+use crate::record::{facility_code, severity_code, FACILITY_NAMES, SEVERITY_NAMES};
 use crate::rotation::schedule::Schedule;
 use loghog_protocol::normalize_module;
 
@@ -21,7 +23,16 @@ const KNOWN_KEYS: &[&str] = &[
     "file_per_host",
     "secret",
     "sync",
+    "format",
+    "min_severity",
+    "syslog_tags",
+    "syslog_facilities",
 ];
+
+/// The catch-all application of syslog input: messages whose tag names no
+/// configured app go to `[syslog]`, or to its sub-facility named after
+/// their syslog facility (`[syslog:auth]`, `[syslog:kern]`...).
+pub const SYSLOG_APP: &str = "syslog";
 
 /// One facility: an app's root or a module of it (SPEC §2).
 #[derive(Clone)]
@@ -44,6 +55,17 @@ pub struct Facility {
     pub sync: SyncPolicy,
     /// HMAC-MD5 key messages must be signed with. Never printed.
     pub secret: Option<loghog_protocol::Key>,
+    /// How lines are written (`format =`, inherited from the root).
+    pub format: LineFormat,
+    /// Syslog messages less severe than this (a higher code) are dropped;
+    /// 7 (debug) keeps everything. LogHog messages have no severity.
+    pub min_severity: u8,
+    /// Syslog tags (APP-NAME) routed here besides the app's own name
+    /// (`syslog_tags =`, this section only).
+    pub syslog_tags: Vec<String>,
+    /// Syslog facility codes routed here (`syslog_facilities =`, this
+    /// section only; a `[syslog:NAME]` section takes its own by default).
+    pub syslog_facilities: Vec<u8>,
 }
 
 /// Every configured facility, looked up by app and module.
@@ -55,6 +77,10 @@ pub struct FacilityDb {
     ordered: Vec<Arc<Facility>>,
     /// Unknown keys that were ignored, for the caller to report.
     pub warnings: Vec<ConfigWarning>,
+    /// Syslog routing: tag (APP-NAME) → facility.
+    syslog_by_tag: HashMap<String, Arc<Facility>>,
+    /// Syslog routing: facility code → facility (the `[syslog:NAME]` split).
+    syslog_by_code: HashMap<u8, Arc<Facility>>,
 }
 
 // === impl Facility ===
@@ -97,6 +123,10 @@ impl std::fmt::Debug for Facility {
             .field("flush_every", &self.flush_every)
             .field("file_per_host", &self.file_per_host)
             .field("sync", &self.sync)
+            .field("format", &self.format)
+            .field("min_severity", &self.min_severity)
+            .field("syslog_tags", &self.syslog_tags)
+            .field("syslog_facilities", &self.syslog_facilities)
             .field(
                 "secret",
                 &format_args!(
@@ -185,7 +215,93 @@ impl FacilityDb {
         }
         db.ordered.sort_by_key(|f| f.section_name());
         db.warnings = warnings;
+        db.build_syslog_routes(path, &named)?;
         Ok(db)
+    }
+
+    /// Fills the syslog routing tables (issue 13). A tag goes to the app of
+    /// that name (its root), or to the section that lists it in
+    /// `syslog_tags`; a syslog facility goes to the section that lists it
+    /// in `syslog_facilities`, or to `[syslog:NAME]`. A facility with a
+    /// `secret` never takes syslog messages (they carry no signature).
+    fn build_syslog_routes(
+        &mut self,
+        path: &Path,
+        named: &[(String, String, &RawSection)],
+    ) -> Result<(), ConfigError> {
+        let section_of = |f: &Facility| {
+            named
+                .iter()
+                .find(|(a, m, _)| *a == f.app_id && *m == f.module)
+                .map(|(_, _, s)| *s)
+        };
+        let mut explicit_tags: HashMap<String, String> = HashMap::new();
+        let mut explicit_codes: HashMap<u8, String> = HashMap::new();
+        for f in &self.ordered {
+            let place = |key: &str| {
+                section_of(f).map_or_else(|| format!("[{}]", f.section_name()), |s| s.place(key))
+            };
+            if f.secret.is_some() && !f.syslog_tags.is_empty() {
+                return Err(ConfigError::new(
+                    path,
+                    place("syslog_tags"),
+                    "syslog_tags on a facility with a secret: syslog messages carry no signature, so they could never be written here; remove one of the two",
+                ));
+            }
+            for tag in &f.syslog_tags {
+                if let Some(other) = explicit_tags.insert(tag.clone(), f.section_name()) {
+                    return Err(ConfigError::new(
+                        path,
+                        place("syslog_tags"),
+                        format!("the syslog tag \"{tag}\" is also listed in [{other}]; list it in one section"),
+                    ));
+                }
+                self.syslog_by_tag.insert(tag.clone(), f.clone());
+            }
+            for code in &f.syslog_facilities {
+                if let Some(other) = explicit_codes.insert(*code, f.section_name()) {
+                    return Err(ConfigError::new(
+                        path,
+                        place("syslog_facilities"),
+                        format!(
+                            "the syslog facility {} is also routed to [{other}]; route it to one section",
+                            FACILITY_NAMES[usize::from(*code)]
+                        ),
+                    ));
+                }
+                self.syslog_by_code.insert(*code, f.clone());
+            }
+        }
+        for f in &self.ordered {
+            if f.secret.is_some() {
+                continue;
+            }
+            if f.is_root() && !explicit_tags.contains_key(&f.app_id) {
+                self.syslog_by_tag.insert(f.app_id.clone(), f.clone());
+            }
+            if f.app_id == SYSLOG_APP && f.syslog_facilities.is_empty() {
+                if let Some(code) = facility_code(&f.module) {
+                    self.syslog_by_code.entry(code).or_insert_with(|| f.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The facility a syslog message goes to: by its tag (APP-NAME), else
+    /// by its syslog facility, else the catch-all `[syslog]`; `None` when
+    /// none applies (no `[syslog]` section).
+    pub(crate) fn lookup_syslog(&self, tag: Option<&str>, facility: u8) -> Option<&Arc<Facility>> {
+        if let Some(f) = tag.and_then(|t| self.syslog_by_tag.get(t)) {
+            return Some(f);
+        }
+        if let Some(f) = self.syslog_by_code.get(&facility) {
+            return Some(f);
+        }
+        self.apps
+            .get(SYSLOG_APP)
+            .and_then(|app| app.get(""))
+            .filter(|f| f.secret.is_none())
     }
 
     fn insert(&mut self, facility: Facility) {
@@ -360,6 +476,62 @@ fn read_facility(
         })?,
         None => root.map_or(SyncPolicy::Never, |r| r.sync),
     };
+    let format = match own("format") {
+        Some("") => LineFormat::default(),
+        Some(v) => LineFormat::parse(v).ok_or_else(|| {
+            error(
+                "format",
+                format!("format = \"{v}\" is not a line format; use loghog, rfc3164 or rfc5424"),
+            )
+        })?,
+        None => root.map_or(LineFormat::default(), |r| r.format),
+    };
+    let min_severity = match own("min_severity") {
+        Some("") => 7,
+        Some(v) => severity_code(v).ok_or_else(|| {
+            error(
+                "min_severity",
+                format!(
+                    "min_severity = \"{v}\" is not a syslog severity; use one of {}",
+                    SEVERITY_NAMES.join(", ")
+                ),
+            )
+        })?,
+        None => root.map_or(7, |r| r.min_severity),
+    };
+    // Routing keys belong to their section: a module does not inherit them.
+    let list = |key: &str| -> Vec<&str> {
+        section
+            .get(key)
+            .filter(|e| !e.from_default)
+            .map(|e| {
+                e.value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut syslog_tags: Vec<String> = Vec::new();
+    for tag in list("syslog_tags") {
+        if !syslog_tags.iter().any(|t| t == tag) {
+            syslog_tags.push(tag.to_owned());
+        }
+    }
+    let mut syslog_facilities = Vec::new();
+    for name in list("syslog_facilities") {
+        let code = facility_code(name).ok_or_else(|| {
+            error(
+                "syslog_facilities",
+                format!("\"{name}\" is not a syslog facility; use names such as auth, authpriv, kern, mail, daemon, cron, user, local0-local7"),
+            )
+        })?;
+        // `auth, security` name one facility twice: keep it once.
+        if !syslog_facilities.contains(&code) {
+            syslog_facilities.push(code);
+        }
+    }
     if rotate.is_size() && max_size.is_none() {
         return Err(error(
             "max_size",
@@ -376,6 +548,10 @@ fn read_facility(
         file_per_host,
         sync,
         secret,
+        format,
+        min_severity,
+        syslog_tags,
+        syslog_facilities,
     })
 }
 
@@ -716,5 +892,70 @@ secret = my-big-secret
         assert_eq!(sync("app", "raw"), SyncPolicy::Never);
         assert_eq!(sync("plain", ""), SyncPolicy::Never);
         assert!(SyncPolicy::Rotate.at_rotation() && !SyncPolicy::Never.at_rotation());
+    }
+}
+
+/// The syslog keys of issue 13: parsing, inheritance and routing errors.
+#[cfg(test)]
+mod syslog_tests {
+    use super::*;
+
+    const BASE: &str = "[syslog]\nrotate = daily\nbackup_count = 3\n";
+
+    fn parse(text: &str) -> Result<FacilityDb, ConfigError> {
+        FacilityDb::parse(text, Path::new("/etc/loghogd/facilities.conf"))
+    }
+
+    #[test]
+    fn format_and_severity_are_inherited_routing_keys_are_not() {
+        let db = parse(&format!(
+            "{BASE}format = rfc3164\nmin_severity = info\nsyslog_facilities = local0\n\
+             [syslog:auth]\nsyslog_facilities = auth, security, authpriv\n"
+        ))
+        .unwrap();
+        let auth = db.lookup("syslog", "auth").unwrap();
+        assert_eq!(auth.format, LineFormat::Rfc3164);
+        assert_eq!(auth.min_severity, 6);
+        assert_eq!(auth.syslog_facilities, vec![4, 10]);
+        let root = db.lookup("syslog", "").unwrap();
+        assert_eq!(root.syslog_facilities, vec![16]);
+        assert_eq!(
+            db.lookup_syslog(None, 10).unwrap().section_name(),
+            "syslog:auth"
+        );
+        assert_eq!(db.lookup_syslog(None, 16).unwrap().section_name(), "syslog");
+        assert_eq!(
+            db.lookup_syslog(Some("syslog"), 4).unwrap().section_name(),
+            "syslog"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        for (text, place, fix) in [
+            ("format = json\n", "format", "loghog, rfc3164 or rfc5424"),
+            ("min_severity = loud\n", "min_severity", "warning"),
+            ("syslog_facilities = kern, nope\n", "syslog_facilities", "local0-local7"),
+            (
+                "[a]\nrotate = daily\nbackup_count = 1\nsyslog_tags = x\n[b]\nrotate = daily\nbackup_count = 1\nsyslog_tags = x\n",
+                "syslog_tags",
+                "list it in one section",
+            ),
+            (
+                "[syslog:kern]\nsyslog_facilities = kern\n[syslog:k2]\nsyslog_facilities = kern\n",
+                "syslog_facilities",
+                "route it to one section",
+            ),
+            (
+                "[a]\nrotate = daily\nbackup_count = 1\nsecret = s\nsyslog_tags = a\n",
+                "syslog_tags",
+                "no signature",
+            ),
+        ] {
+            let e = parse(&format!("{BASE}{text}")).unwrap_err().to_string();
+            assert!(e.contains("/etc/loghogd/facilities.conf"), "{e}");
+            assert!(e.contains(place), "{e}");
+            assert!(e.contains(fix), "{e}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod facility;
 pub mod raw;
+pub mod syslog;
 pub mod warning;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use facility::{Facility, FacilityDb, SyncPolicy};
+pub use syslog::SyslogSection;
 pub use warning::ConfigWarning;
 
 use crate::compress::Codec;
@@ -60,6 +62,7 @@ const KNOWN: &[(&str, &[&str])] = &[
     // The old daemon kept rotation times in a file named here; ours live in
     // workdir under a fixed name, so the key is accepted and ignored.
     ("scheduler", &["db_filename"]),
+    ("syslog", syslog::KEYS),
 ];
 
 /// Largest `max_connections` and `max_connections_per_ip` (each connection
@@ -140,6 +143,8 @@ pub struct Config {
     pub compressor: CompressorSection,
     /// `[server]`.
     pub server: ServerSection,
+    /// `[syslog]`: the syslog listeners (issue 13).
+    pub syslog: SyslogSection,
     /// Limits that protect the daemon (defaults; not yet keys of the file).
     pub limits: Limits,
     /// What was ignored (unknown sections and keys), for the caller to
@@ -322,12 +327,15 @@ impl Config {
             section: raw.section(name),
             name: name.to_owned(),
         };
+        let server = read_server(&get("server"))?;
+        let has_tls_files = server.pemfile.is_some() && server.cacert.is_some();
         Ok(Config {
             path: path.to_path_buf(),
             main: read_main(&get("main"), overrides)?,
             log: read_log(&get("log"), overrides)?,
             compressor: read_compressor(&get("compressor"))?,
-            server: read_server(&get("server"))?,
+            syslog: syslog::read_syslog(&get("syslog"), has_tls_files)?,
+            server,
             limits: read_limits(&get("server"))?,
             warnings,
         })

@@ -103,6 +103,7 @@ impl LoghogDecoder {
                     nsecs: msg.nsecs,
                     signature: msg.signature.as_deref(),
                 },
+                syslog: None,
             });
             Ok(())
         })();

@@ -1,5 +1,5 @@
 //! Inputs: binding every configured address, and running the TCP, TLS and
-//! UDP loops until shutdown. Each reader turns what it receives into
+//! UDP loops (LogHog, and syslog: [`syslog`]) until shutdown. Each reader turns what it receives into
 //! [`Record`](crate::record::Record)s through a [`Framer`] (where a frame
 //! ends) and a [`Decoder`] (what it says) and hands them to its router.
 //!
@@ -10,6 +10,7 @@
 pub(crate) mod admission;
 pub(crate) mod loghog;
 pub(crate) mod stream;
+pub(crate) mod syslog;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 pub(crate) mod udp;
@@ -50,6 +51,14 @@ pub(crate) trait Framer {
     /// How many bytes the frame at the start of `buf` needs in all, as far
     /// as is known yet (sizes the next read; within the cap by `check`).
     fn need(&self, buf: &[u8]) -> usize;
+
+    /// At the end of the stream: the length of a last frame that only the
+    /// end delimits (a syslog line without its LF), `None` if what is left
+    /// is a truncated frame.
+    fn at_eof(&mut self, buf: &[u8]) -> Option<usize> {
+        let _ = buf;
+        None
+    }
 }
 
 /// Turns one frame into a record and routes it, or tells the router why
@@ -120,6 +129,8 @@ pub struct Listeners {
     pub udp: Vec<std::net::UdpSocket>,
     /// LogHog over mutual TLS.
     pub tls: Vec<std::net::TcpListener>,
+    /// The `[syslog]` listeners (see [`syslog::bind_syslog`]).
+    pub syslog: syslog::SyslogListeners,
 }
 
 impl Listeners {
@@ -132,6 +143,7 @@ impl Listeners {
         tcp.map(|a| ("tcp", a))
             .chain(udp.map(|a| ("udp", a)))
             .chain(tls.map(|a| ("tls", a)))
+            .chain(self.syslog.addrs())
             .collect()
     }
 }
@@ -218,15 +230,24 @@ pub(crate) fn run(
     listeners: Listeners,
     ctx: Arc<InputCtx>,
     tls: Option<tls::TlsSetup>,
+    syslog_tls: Option<tls::TlsSetup>,
     token: CancellationToken,
     tracker: &TaskTracker,
 ) -> io::Result<()> {
+    syslog::run(
+        listeners.syslog,
+        ctx.clone(),
+        syslog_tls,
+        token.clone(),
+        tracker,
+    )?;
     for l in listeners.tcp {
         let l = TcpListener::from_std(l)?;
         log_listening("tcp", &l.local_addr());
         tracker.spawn(tcp::accept_loop(
             l,
             None,
+            tcp::Wire::Loghog,
             ctx.clone(),
             token.clone(),
             tracker.clone(),
@@ -244,6 +265,7 @@ pub(crate) fn run(
             tracker.spawn(tcp::accept_loop(
                 l,
                 Some(tls.clone()),
+                tcp::Wire::Loghog,
                 ctx.clone(),
                 token.clone(),
                 tracker.clone(),

@@ -380,6 +380,10 @@ where
         }
         read_size = read_size.min(cap);
         if n == 0 {
+            if let Some(len) = framer.at_eof(&buf).filter(|l| *l <= buf.len()) {
+                decoder.decode(&buf[..len], &mut router);
+                buf.advance(len);
+            }
             router.flush().await;
             return match buf.len() {
                 0 => Ok(()),

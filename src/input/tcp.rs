@@ -24,6 +24,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::admission::{Refusal, Slot};
 use super::loghog::{LoghogDecoder, LoghogFramer};
 use super::stream::ConnError;
+use super::syslog::{SyslogDecoder, SyslogFramer};
 use super::tls::TlsSetup;
 use super::{stream, InputCtx};
 use crate::escape::esc;
@@ -38,10 +39,55 @@ const BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// ...doubling up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// Which protocol a stream listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// LogHog frames (SPEC §1).
+    Loghog,
+    /// Syslog, RFC 6587 framing (issue 13).
+    Syslog,
+}
+
+impl Wire {
+    fn transport(self, tls: bool) -> Transport {
+        match (self, tls) {
+            (Wire::Loghog, false) => Transport::Tcp,
+            (Wire::Loghog, true) => Transport::Tls,
+            (Wire::Syslog, false) => Transport::SyslogTcp,
+            (Wire::Syslog, true) => Transport::SyslogTls,
+        }
+    }
+
+    /// Serves one (plain or TLS) stream with this protocol's framer and decoder.
+    async fn serve<S: stream::Source>(
+        self,
+        stream: S,
+        router: Router,
+        ctx: &InputCtx,
+        token: CancellationToken,
+    ) -> Result<(), stream::ConnError> {
+        match self {
+            Wire::Loghog => {
+                let framer = LoghogFramer {
+                    max_msg_size: ctx.max_msg_size,
+                };
+                let decoder = LoghogDecoder::new(ctx.max_msg_size);
+                stream::serve(stream, framer, decoder, router, ctx, token).await
+            }
+            Wire::Syslog => {
+                let framer = SyslogFramer::new(ctx.max_msg_size);
+                let decoder = SyslogDecoder::stream(framer.framing.clone());
+                stream::serve(stream, framer, decoder, router, ctx, token).await
+            }
+        }
+    }
+}
+
 /// Accepts until `token` is cancelled.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsSetup>,
+    wire: Wire,
     ctx: Arc<InputCtx>,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -56,7 +102,7 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = BACKOFF_MIN;
-                admit(stream, peer, &tls, &ctx, &token, &tracker);
+                admit(stream, peer, &tls, wire, &ctx, &token, &tracker);
             }
             Err(err) => {
                 // Out of descriptors, the queued peer is closed on the
@@ -90,7 +136,7 @@ pub(crate) async fn accept_loop(
         let Ok(Ok((stream, peer))) = queued else {
             break;
         };
-        admit(stream, peer, &tls, &ctx, &token, &tracker);
+        admit(stream, peer, &tls, wire, &ctx, &token, &tracker);
     }
 }
 
@@ -106,12 +152,13 @@ fn admit(
     stream: TcpStream,
     peer: SocketAddr,
     tls: &Option<TlsSetup>,
+    wire: Wire,
     ctx: &Arc<InputCtx>,
     token: &CancellationToken,
     tracker: &TaskTracker,
 ) {
     match ctx.admission.admit(peer.ip()) {
-        Ok(slot) => spawn_handler(stream, peer, slot, tls, ctx, token, tracker),
+        Ok(slot) => spawn_handler(stream, peer, slot, tls, wire, ctx, token, tracker),
         Err(why) => refuse(stream, peer, why, ctx),
     }
 }
@@ -141,11 +188,14 @@ fn refuse(stream: TcpStream, peer: SocketAddr, why: Refusal, ctx: &InputCtx) {
     }
 }
 
+// The accept loop's state, handed down once per connection.
+#[allow(clippy::too_many_arguments)]
 fn spawn_handler(
     stream: TcpStream,
     peer: SocketAddr,
     slot: Slot,
     tls: &Option<TlsSetup>,
+    wire: Wire,
     ctx: &Arc<InputCtx>,
     token: &CancellationToken,
     tracker: &TaskTracker,
@@ -156,16 +206,12 @@ fn spawn_handler(
     let ctx = ctx.clone();
     let token = token.clone();
     let tls = tls.clone();
-    let transport = if tls.is_some() {
-        Transport::Tls
-    } else {
-        Transport::Tcp
-    };
+    let transport = wire.transport(tls.is_some());
     let span = tracing::info_span!("conn", %peer, transport = transport.as_str());
     tracker.spawn(
         async move {
             let _slot = slot;
-            handle(stream, peer, tls, ctx, token).await;
+            handle(stream, peer, tls, wire, ctx, token).await;
         }
         .instrument(span),
     );
@@ -209,18 +255,15 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsSetup>,
+    wire: Wire,
     ctx: Arc<InputCtx>,
     token: CancellationToken,
 ) {
     debug!("connected");
-    let framer = LoghogFramer {
-        max_msg_size: ctx.max_msg_size,
-    };
-    let decoder = LoghogDecoder::new(ctx.max_msg_size);
     let result = match tls {
         None => {
-            let router = Router::new(ctx.router.clone(), peer.ip(), Transport::Tcp);
-            stream::serve(stream, framer, decoder, router, &ctx, token).await
+            let router = Router::new(ctx.router.clone(), peer.ip(), wire.transport(false));
+            wire.serve(stream, router, &ctx, token).await
         }
         Some(tls) => {
             let acceptor = tls.current();
@@ -261,9 +304,9 @@ async fn handle(
                 // name): escaped like every client string.
                 info!(client = %esc(&subject), "tls client authenticated");
             }
-            let router = Router::new(ctx.router.clone(), peer.ip(), Transport::Tls);
+            let router = Router::new(ctx.router.clone(), peer.ip(), wire.transport(true));
             let stream = CloseNotifyOptional(stream);
-            stream::serve(stream, framer, decoder, router, &ctx, token).await
+            wire.serve(stream, router, &ctx, token).await
         }
     };
     match result {

@@ -58,9 +58,24 @@ impl TlsSetup {
 ///
 /// A [`TlsError`] naming the file and the problem, including certificates that
 /// must be regenerated with `loghog-server-cert` / `loghog-client-cert`.
+#[cfg(test)]
 pub(crate) fn load_server_config(
     pemfile: &Path,
     cacert: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    load_server_config_with(pemfile, cacert, false)
+}
+
+/// [`load_server_config`], optionally also accepting clients without a
+/// certificate (`anonymous`: the syslog TLS port's `tls_allow_anonymous`;
+/// a certificate that is presented must still chain to `cacert`).
+///
+/// # Errors
+/// As [`load_server_config`].
+pub(crate) fn load_server_config_with(
+    pemfile: &Path,
+    cacert: &Path,
+    anonymous: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(ring_provider::default_provider());
     let identity = load_identity(pemfile, Role::Server)?;
@@ -68,13 +83,17 @@ pub(crate) fn load_server_config(
 
     // `builder_with_provider(..).build()` without `allow_unauthenticated()`:
     // a client without a certificate fails the handshake (SPEC §9).
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|err| TlsError::BadCaCertificate {
-            path: cacert.to_path_buf(),
-            subject: "all".to_owned(),
-            reason: err.to_string(),
-        })?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = if anonymous {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    let verifier = builder.build().map_err(|err| TlsError::BadCaCertificate {
+        path: cacert.to_path_buf(),
+        subject: "all".to_owned(),
+        reason: err.to_string(),
+    })?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&TLS13, &TLS12])
         .map_err(|source| TlsError::Rustls {

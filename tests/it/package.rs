@@ -111,7 +111,12 @@ fn man_pages_name_every_config_key() {
             missing.push(key);
         }
     }
-    for section in ["main", "log", "compressor", "server", "scheduler"] {
+    for key in known("config/syslog.rs", "KEYS") {
+        if !has_word(&conf, &key) {
+            missing.push(key);
+        }
+    }
+    for section in ["main", "log", "compressor", "server", "syslog", "scheduler"] {
         if !conf.contains(&format!(".SH [{section}]")) {
             missing.push(format!("[{section}]"));
         }

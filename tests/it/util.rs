@@ -630,6 +630,12 @@ impl InProcess {
         self.first("tcp")
     }
 
+    /// The (first) listener of `transport` (`syslog-udp`, `syslog-tcp`,
+    /// `syslog-tls`, or any of the above).
+    pub fn addr(&self, transport: &str) -> SocketAddr {
+        self.first(transport)
+    }
+
     /// The (first) UDP listener.
     pub fn udp_addr(&self) -> SocketAddr {
         self.first("udp")
@@ -732,8 +738,10 @@ pub fn load_and_bind(
     ] {
         std::fs::create_dir_all(dir).expect("create daemon dirs");
     }
-    let listeners = loghogd::bind(&config.server.listen, &config.server.listen_ssl)
+    let mut listeners = loghogd::bind(&config.server.listen, &config.server.listen_ssl)
         .unwrap_or_else(|e| panic!("bind: {e}"));
+    listeners.syslog =
+        loghogd::bind_syslog(&config.syslog).unwrap_or_else(|e| panic!("bind [syslog]: {e}"));
     (config, facilities, listeners)
 }
 

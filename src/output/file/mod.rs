@@ -8,6 +8,7 @@
 //! Writers for idle files end and leave the registry; open descriptors are
 //! held to `max_open_files` by [`open::OpenFiles`].
 
+pub(crate) mod format;
 pub(crate) mod line;
 pub(crate) mod open;
 pub(crate) mod path;
