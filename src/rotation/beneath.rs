@@ -46,15 +46,9 @@ impl Dir {
         Dir::walk(root, dir, false)
     }
 
-    /// [`Dir::open`], creating each missing directory on the way (mode
-    /// 0750) with `mkdirat` relative to its already opened parent.
-    ///
-    /// # Errors
-    /// As [`Dir::open`], and the usual mkdir errors.
-    pub fn create(root: &Path, dir: &Path) -> io::Result<Dir> {
-        Dir::walk(root, dir, true)
-    }
-
+    /// Walks from `root` to `dir`; with `create`, each missing directory
+    /// is made on the way (mode 0750) with `mkdirat` relative to its
+    /// already opened parent.
     fn walk(root: &Path, dir: &Path, create: bool) -> io::Result<Dir> {
         let rel = dir.strip_prefix(root).map_err(|_| {
             io::Error::new(
@@ -103,26 +97,18 @@ impl Dir {
     /// # Errors
     /// As [`Dir::open`]; `file` has no file name.
     pub fn of_file<'a>(root: &Path, file: &'a Path) -> io::Result<(Dir, &'a OsStr)> {
-        let name = file.file_name().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: no file name", file.display()),
-            )
-        })?;
-        let parent = file.parent().unwrap_or(Path::new(""));
-        Ok((Dir::open(root, parent)?, name))
-    }
-
-    /// The open directory, for `*at` calls relative to it.
-    pub fn fd(&self) -> std::os::fd::RawFd {
-        self.fd.as_raw_fd()
+        Dir::parent_of(root, file, false)
     }
 
     /// [`Dir::of_file`], creating the directories on the way.
     ///
     /// # Errors
-    /// As [`Dir::create`]; `file` has no file name.
+    /// As [`Dir::open`], the usual mkdir errors; `file` has no file name.
     pub fn of_file_creating<'a>(root: &Path, file: &'a Path) -> io::Result<(Dir, &'a OsStr)> {
+        Dir::parent_of(root, file, true)
+    }
+
+    fn parent_of<'a>(root: &Path, file: &'a Path, create: bool) -> io::Result<(Dir, &'a OsStr)> {
         let name = file.file_name().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -130,7 +116,12 @@ impl Dir {
             )
         })?;
         let parent = file.parent().unwrap_or(Path::new(""));
-        Ok((Dir::create(root, parent)?, name))
+        Ok((Dir::walk(root, parent, create)?, name))
+    }
+
+    /// The open directory, for `*at` calls relative to it.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// The directory as configured.

@@ -33,6 +33,8 @@ fn in_process_daemon_writes_counts_and_stops() {
     let lines = wait_for_lines(&setup.log("app/root.log"), 1, DEADLINE);
     assert_eq!(bodies(&lines), ["hello in process"]);
     d.wait_stat("unknown_app", 1);
+    // The line is on disk a moment before the counter moves.
+    d.wait_stat("written", 1);
     assert_eq!(d.stat("written"), 1);
     d.stop();
     assert_eq!(d.stat("received"), 2);

@@ -741,6 +741,8 @@ fn tls_with_and_without_client_certificates() {
     send_tls(addr, client(true), &["<13>1 - dev1 app - - - accepted"]);
     let got = wait_for_lines(&s.log("syslog/root.log"), 1, DEADLINE);
     assert_eq!(bodies(&got), ["app: accepted"]);
+    // The line is on disk a moment before the counter moves.
+    d.wait_stat("written", 1);
     assert_eq!(d.stat("written"), 1);
 }
 

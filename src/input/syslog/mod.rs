@@ -276,6 +276,32 @@ pub(crate) fn local_hostname() -> Option<String> {
 /// The syslog decoder against a router whose outputs are closed (lines
 /// stay pending): routing by tag and facility, severity filtering, formats,
 /// and the hostile inputs of issue 13 item 5.
+/// Chunks a datagram loop reads after the stop at most (the kernel's buffer
+/// holds fewer).
+const STOP_CHUNKS: usize = 64;
+
+/// The end of one chunk of a datagram loop ([`udp`], [`unix`]): hands the
+/// batches on, and says whether the loop is done. While running, a full
+/// queue drops and counts (a datagram sender cannot wait); after the stop,
+/// what was queued is taken, and a sender that never pauses does not hold
+/// the stop up beyond [`STOP_CHUNKS`].
+pub(crate) async fn end_chunk(
+    router: &mut Router,
+    stopping: bool,
+    empty: bool,
+    drained: &mut usize,
+) -> bool {
+    if stopping {
+        router.flush().await;
+        *drained += 1;
+        return empty || *drained >= STOP_CHUNKS;
+    }
+    router.try_flush().await;
+    // Let the writer just woken run (see input::udp).
+    tokio::task::yield_now().await;
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};

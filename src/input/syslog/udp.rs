@@ -26,9 +26,6 @@ const BATCH: usize = 32;
 /// Calls per wake-up before the batches are handed on.
 const CALLS_PER_CHUNK: usize = 8;
 
-/// Chunks read after the stop at most (the kernel's buffer holds fewer).
-const STOP_CHUNKS: usize = 64;
-
 /// One receive batch: buffers and where each datagram came from.
 struct Slots {
     /// `BATCH` buffers of `size` bytes, end to end.
@@ -179,18 +176,8 @@ pub(crate) async fn recv_loop(sock: UdpSocket, ctx: Arc<InputCtx>, token: Cancel
                 }
             }
         }
-        if stopping {
-            router.flush().await;
-            // What was queued at the stop is taken; a sender that never
-            // pauses does not hold the stop up beyond this bound.
-            drained += 1;
-            if empty || drained >= STOP_CHUNKS {
-                return;
-            }
-        } else {
-            router.try_flush().await;
-            // Let the writer just woken run (see input::udp).
-            tokio::task::yield_now().await;
+        if super::end_chunk(&mut router, stopping, empty, &mut drained).await {
+            return;
         }
     }
 }

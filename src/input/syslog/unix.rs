@@ -25,9 +25,6 @@ use crate::router::Router;
 /// Datagrams taken per wake-up before the batches are handed on.
 const PER_CHUNK: usize = 256;
 
-/// Chunks read after the stop at most (the kernel's buffer holds fewer).
-const STOP_CHUNKS: usize = 64;
-
 /// The bound socket and the path to remove at stop.
 #[derive(Debug)]
 pub struct UnixSocket {
@@ -153,17 +150,8 @@ pub(crate) async fn recv_loop(
                 }
             }
         }
-        if stopping {
-            router.flush().await;
-            // What was queued at the stop is taken; a sender that never
-            // pauses does not hold the stop up beyond this bound.
-            drained += 1;
-            if empty || drained >= STOP_CHUNKS {
-                return;
-            }
-        } else {
-            router.try_flush().await;
-            tokio::task::yield_now().await;
+        if super::end_chunk(&mut router, stopping, empty, &mut drained).await {
+            return;
         }
     }
 }
