@@ -72,7 +72,10 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
     };
     // Checked here so a bad certificate is a config error (exit 78); `run`
     // loads them again for itself.
-    if let Err(e) = tls_setup(&config).and_then(|_| syslog_tls_setup(&config)) {
+    if let Err(e) = tls_setup(&config)
+        .and_then(|_| syslog_tls_setup(&config))
+        .and_then(|_| http_setup(&config))
+    {
         return Ok(config_error(&e));
     }
     if let Err(e) = preflight(&config) {
@@ -148,6 +151,16 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
                 &config.path,
                 "[syslog] listen_udp/listen_tcp/listen_tls/unix_socket",
                 format!("{e}; listen on an address of this host and a port no other program holds (ports below 1024 and /dev/log need root)"),
+            )))
+        }
+    };
+    listeners.http = match input::http::bind_http(&config.http) {
+        Ok(l) => l,
+        Err(e) => {
+            return Ok(config_error(&ConfigError::new(
+                &config.path,
+                "[http] listen",
+                format!("{e}; listen on an address of this host and a port no other program holds"),
             )))
         }
     };
@@ -316,6 +329,7 @@ pub async fn run(
     let limits = config.limits.clone();
     let tls = tls_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let syslog_tls = syslog_tls_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (http_tls, http_tokens) = http_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state_path = config.main.workdir.join(STATE_FILE);
     let state = crate::rotation::StateDb::load(&state_path)
         .with_context(|| format!("cannot read rotation state {}", state_path.display()))?;
@@ -389,6 +403,24 @@ pub async fn run(
         token.clone(),
     ));
     let scheduler = tokio::spawn(scheduler::run(writers.clone(), fac_rx, token.clone()));
+    let mut listeners = listeners;
+    let http_listeners = std::mem::take(&mut listeners.http);
+    if !http_listeners.is_empty() {
+        let state = Arc::new(input::http::HttpState::new(
+            inputs.router.clone(),
+            &config.http,
+            http_tokens,
+        ));
+        input::http::run(
+            http_listeners,
+            state,
+            &config.http,
+            http_tls.clone(),
+            token.clone(),
+            &readers,
+        )
+        .context("cannot start the http listeners")?;
+    }
     input::run(
         listeners,
         inputs.clone(),
@@ -553,6 +585,29 @@ fn tls_setup(config: &Config) -> Result<Option<TlsSetup>, ConfigError> {
         return Ok(None);
     }
     Ok(Some(TlsSetup::new(load_tls(config, false)?)))
+}
+
+/// The `[http]` listener's TLS config (`tls = yes`: the `[server]`
+/// certificates; clients without a certificate are let through to token
+/// authentication when there is a `tokens_file`) and its tokens.
+fn http_setup(
+    config: &Config,
+) -> Result<(Option<TlsSetup>, Option<input::http::Tokens>), ConfigError> {
+    let http = &config.http;
+    if !http.is_enabled() {
+        return Ok((None, None));
+    }
+    let tls = if http.tls {
+        Some(TlsSetup::new(load_tls(config, http.tokens_file.is_some())?))
+    } else {
+        None
+    };
+    let tokens = http
+        .tokens_file
+        .as_deref()
+        .map(input::http::Tokens::load)
+        .transpose()?;
+    Ok((tls, tokens))
 }
 
 /// Loads the syslog TLS port's server config (`[syslog] listen_tls`): the

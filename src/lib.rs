@@ -71,4 +71,5 @@ pub mod tz;
 #[doc(hidden)]
 pub use input::syslog::fuzz_syslog;
 pub use input::syslog::{bind_syslog, SyslogListeners};
+pub use input::http::bind_http;
 pub use input::{bind, Listeners};

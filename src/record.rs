@@ -1,5 +1,5 @@
-//! The protocol-neutral record: what every input (LogHog frames, syslog;
-//! HTTP and a broker later) turns one message into, and all the router
+//! The protocol-neutral record: what every input (LogHog frames, syslog,
+//! HTTP; a broker later) turns one message into, and all the router
 //! needs to route, verify and format it. Syslog's extra header fields ride
 //! along in [`SyslogMeta`], and the syslog facility and severity names live
 //! here so the config and the router share one table.
@@ -114,6 +114,14 @@ pub(crate) enum Auth<'a> {
         /// Lowercase hex, as sent.
         signature: Option<&'a str>,
     },
+    /// An HTTP request: the `X-Loghog-Signature` header, HMAC-SHA256 over
+    /// the exact request body, was checked by the HTTP input against this
+    /// record's facility before routing (the body holds many records, so
+    /// the router cannot check it per record).
+    Http {
+        /// Whether the header matched the facility's secret.
+        verified: bool,
+    },
     /// A format without a signature (syslog): never accepted by a
     /// facility that has a `secret`.
     None,
@@ -136,6 +144,8 @@ pub(crate) enum Transport {
     SyslogTls,
     /// Syslog on the local datagram socket (`/dev/log`).
     SyslogUnix,
+    /// HTTP POST ingest (`/v1/logs`, `/backend/save/`).
+    Http,
 }
 
 impl Transport {
@@ -149,6 +159,7 @@ impl Transport {
             Transport::SyslogTcp => "syslog-tcp",
             Transport::SyslogTls => "syslog-tls",
             Transport::SyslogUnix => "syslog-unix",
+            Transport::Http => "http",
         }
     }
 

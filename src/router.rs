@@ -248,6 +248,10 @@ impl Router {
                     key.verify_fields(&fields, signature)
                         .map_err(|e| e.to_string())
                 }
+                Auth::Http { verified: true } => Ok(()),
+                Auth::Http { verified: false } => {
+                    Err("missing or wrong X-Loghog-Signature header".to_owned())
+                }
                 // Never routed here by lookup_syslog; checked all the same.
                 Auth::None => {
                     Err("the facility has a secret and this format carries no signature".to_owned())
@@ -338,6 +342,40 @@ impl Router {
         }
         self.pending_bytes = 0;
         self.publish_counts();
+    }
+
+    /// Like [`Router::flush`] but waits at most `wait` for room in a full
+    /// queue (HTTP: the client is answered 503 instead of waiting without
+    /// bound). Returns how many messages found no room: they are not
+    /// written, and are counted as `http_busy`.
+    pub(crate) async fn flush_within(&mut self, wait: Duration) -> u64 {
+        let mut refused = 0u64;
+        for i in 0..self.routes.list.len() {
+            let Some(batch) = self.take_batch(i) else {
+                continue;
+            };
+            let output = self.routes.list[i].output.clone();
+            match output.try_send(batch) {
+                Ok(()) => {}
+                Err(Refused::Full(batch)) => {
+                    let count = batch.count;
+                    match tokio::time::timeout(wait, output.send(batch)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(Refused::Closed(batch) | Refused::Full(batch))) => {
+                            self.resend(i, batch).await;
+                        }
+                        Err(_) => refused += u64::from(count),
+                    }
+                }
+                Err(Refused::Closed(batch)) => self.resend(i, batch).await,
+            }
+        }
+        self.pending_bytes = 0;
+        self.publish_counts();
+        if refused > 0 {
+            self.ctx.stats.http_busy.fetch_add(refused, Relaxed);
+        }
+        refused
     }
 
     fn take_batch(&mut self, i: usize) -> Option<Batch> {

@@ -57,6 +57,9 @@ pub struct Stats {
     pub frame_timeout_closed: AtomicU64,
     /// Syslog messages less severe than their facility's `min_severity`.
     pub filtered: AtomicU64,
+    /// HTTP messages refused with 503 because their writer's queue stayed
+    /// full (the client was told and may retry).
+    pub http_busy: AtomicU64,
 }
 
 /// The values that go up and down (the rest only go up).
@@ -71,6 +74,7 @@ pub const DROP_REASONS: &[&str] = &[
     "write_errors",
     "too_many_files",
     "lost_at_stop",
+    "http_busy",
 ];
 
 // === impl Stats ===
@@ -114,7 +118,7 @@ impl Stats {
         }
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 22] {
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 23] {
         [
             (
                 "received",
@@ -213,6 +217,11 @@ impl Stats {
                 "filtered",
                 "syslog messages below their facility's min_severity",
                 &self.filtered,
+            ),
+            (
+                "http_busy",
+                "HTTP messages refused with 503: their writer queue stayed full",
+                &self.http_busy,
             ),
         ]
     }

@@ -5,6 +5,7 @@
 //! `load` reads the file. Every error names the file, the place and the fix.
 
 pub mod facility;
+pub mod http;
 pub mod raw;
 pub mod syslog;
 pub mod warning;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use facility::{Facility, FacilityDb, SyncPolicy};
+pub use http::HttpSection;
 pub use syslog::SyslogSection;
 pub use warning::ConfigWarning;
 
@@ -63,6 +65,7 @@ const KNOWN: &[(&str, &[&str])] = &[
     // workdir under a fixed name, so the key is accepted and ignored.
     ("scheduler", &["db_filename"]),
     ("syslog", syslog::KEYS),
+    ("http", http::KEYS),
 ];
 
 /// Largest `max_connections` and `max_connections_per_ip` (each connection
@@ -145,6 +148,8 @@ pub struct Config {
     pub server: ServerSection,
     /// `[syslog]`: the syslog listeners (issue 13).
     pub syslog: SyslogSection,
+    /// `[http]`: the HTTP listener (issue 14).
+    pub http: HttpSection,
     /// Limits that protect the daemon (defaults; not yet keys of the file).
     pub limits: Limits,
     /// What was ignored (unknown sections and keys), for the caller to
@@ -335,6 +340,7 @@ impl Config {
             log: read_log(&get("log"), overrides)?,
             compressor: read_compressor(&get("compressor"))?,
             syslog: syslog::read_syslog(&get("syslog"), has_tls_files)?,
+            http: http::read_http(&get("http"), has_tls_files)?,
             server,
             limits: read_limits(&get("server"))?,
             warnings,

@@ -1,5 +1,5 @@
 //! Inputs: binding every configured address, and running the TCP, TLS and
-//! UDP loops (LogHog, and syslog: [`syslog`]) until shutdown. Each reader turns what it receives into
+//! UDP loops (LogHog, and syslog: [`syslog`]; HTTP ingest: [`http`]) until shutdown. Each reader turns what it receives into
 //! [`Record`](crate::record::Record)s through a [`Framer`] (where a frame
 //! ends) and a [`Decoder`] (what it says) and hands them to its router.
 //!
@@ -8,6 +8,7 @@
 //! [`run`] unchanged.
 
 pub(crate) mod admission;
+pub(crate) mod http;
 pub(crate) mod loghog;
 pub(crate) mod stream;
 pub(crate) mod syslog;
@@ -131,6 +132,9 @@ pub struct Listeners {
     pub tls: Vec<std::net::TcpListener>,
     /// The `[syslog]` listeners (see [`syslog::bind_syslog`]).
     pub syslog: syslog::SyslogListeners,
+    /// The `[http]` listeners (see [`http::bind_http`]); served by
+    /// `daemon::run` with the HTTP state.
+    pub http: Vec<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -140,10 +144,12 @@ impl Listeners {
         let tcp = self.tcp.iter().filter_map(|l| l.local_addr().ok());
         let udp = self.udp.iter().filter_map(|u| u.local_addr().ok());
         let tls = self.tls.iter().filter_map(|l| l.local_addr().ok());
+        let http = self.http.iter().filter_map(|l| l.local_addr().ok());
         tcp.map(|a| ("tcp", a))
             .chain(udp.map(|a| ("udp", a)))
             .chain(tls.map(|a| ("tls", a)))
             .chain(self.syslog.addrs())
+            .chain(http.map(|a| ("http", a)))
             .collect()
     }
 }
@@ -197,7 +203,7 @@ fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket>
     Ok(s)
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
     s.set_reuse_address(true)?;
     s.bind(&addr.into())?;

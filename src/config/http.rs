@@ -1,0 +1,243 @@
+//! The `[http]` section of loghogd.conf (issue 14): the HTTP listener for
+//! ingest by POST (and, mounted on the same server, metrics). Off unless
+//! `listen` is set. Authentication is never optional off loopback: mutual
+//! TLS (`tls = yes`, the `[server]` certificates) and/or bearer tokens
+//! (`tokens_file`); anonymous access needs an explicit opt-in on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{parse_addrs, ConfigError, Family, Reader};
+
+/// The keys `[http]` knows.
+pub(super) const KEYS: &[&str] = &[
+    "listen",
+    "default_port",
+    "tls",
+    "tokens_file",
+    "allow_anonymous_on_loopback",
+    "max_body",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+];
+
+/// Default port of `listen` items without one.
+const DEFAULT_PORT: u64 = 5580;
+/// Default `max_body`: 1 MiB.
+const DEFAULT_MAX_BODY: u64 = 1 << 20;
+/// Largest `max_body`: the whole body is held while it is checked.
+const MAX_MAX_BODY: u64 = 256 << 20;
+
+/// `[http]`: the HTTP listener (none by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSection {
+    /// Addresses to serve HTTP (or HTTPS with `tls`) on; empty = off.
+    pub listen: Vec<SocketAddr>,
+    /// Serve HTTPS with `[server] pemfile`; client certificates that chain
+    /// to `[server] cacert` authenticate (with every scope).
+    pub tls: bool,
+    /// Bearer tokens, stored as SHA-256 hashes with their scopes.
+    pub tokens_file: Option<PathBuf>,
+    /// Requests without credentials get every scope: only allowed when
+    /// every `listen` address is a loopback one.
+    pub allow_anonymous_on_loopback: bool,
+    /// Largest request body, bytes (413 past it).
+    pub max_body_bytes: usize,
+    /// Time allowed for a request's head (and a TLS handshake).
+    pub header_timeout: Duration,
+    /// Time allowed for a request's body.
+    pub body_timeout: Duration,
+    /// Most HTTP connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> HttpSection {
+        HttpSection {
+            listen: Vec::new(),
+            tls: false,
+            tokens_file: None,
+            allow_anonymous_on_loopback: false,
+            max_body_bytes: DEFAULT_MAX_BODY as usize,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+impl HttpSection {
+    /// Whether the HTTP listener is configured.
+    pub fn is_enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+}
+
+/// Reads `[http]`; `has_tls_files` says whether `[server]` has both
+/// `pemfile` and `cacert`, which `tls = yes` needs.
+pub(super) fn read_http(r: &Reader<'_>, has_tls_files: bool) -> Result<HttpSection, ConfigError> {
+    let d = HttpSection::default();
+    let port = r.number("default_port", DEFAULT_PORT, 0, 65535)? as u16;
+    let mut listen = Vec::new();
+    if let Some(entry) = r.section.and_then(|s| s.get("listen")) {
+        for item in entry
+            .value
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let family = if item.starts_with('[') || item.matches(':').count() > 1 {
+                Family::V6
+            } else {
+                Family::V4
+            };
+            let mut one = parse_addrs(item, family, port).map_err(|problem| {
+                r.error("listen", format!("listen = \"{}\": {problem}", entry.value))
+            })?;
+            listen.append(&mut one);
+        }
+    }
+    let secs = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(r.number(
+            key,
+            default.as_secs(),
+            1,
+            3600,
+        )?))
+    };
+    let section = HttpSection {
+        tls: r.bool("tls", false)?,
+        tokens_file: r.path("tokens_file")?,
+        allow_anonymous_on_loopback: r.bool("allow_anonymous_on_loopback", false)?,
+        max_body_bytes: r.number("max_body", DEFAULT_MAX_BODY, 64, MAX_MAX_BODY)? as usize,
+        header_timeout: secs("header_timeout", d.header_timeout)?,
+        body_timeout: secs("body_timeout", d.body_timeout)?,
+        max_connections: r.number("max_connections", d.max_connections as u64, 1, 1 << 20)?
+            as usize,
+        listen,
+    };
+    if section.listen.is_empty() {
+        return Ok(section);
+    }
+    if section.tls && !has_tls_files {
+        return Err(r.error(
+            "tls",
+            "tls = yes needs [server] pemfile and cacert (HTTPS uses the LogHog TLS \
+             certificates); set both, or set tls = no",
+        ));
+    }
+    let authenticated = section.tls || section.tokens_file.is_some();
+    if !authenticated {
+        if let Some(open) = section.listen.iter().find(|a| !a.ip().is_loopback()) {
+            return Err(r.error(
+                "listen",
+                format!(
+                    "{open} is not a loopback address and [http] has no authentication; \
+                     set tokens_file, or tls = yes (client certificates), or listen on 127.0.0.1 / [::1]"
+                ),
+            ));
+        }
+        if !section.allow_anonymous_on_loopback {
+            return Err(r.error(
+                "listen",
+                "[http] has no authentication; set tokens_file or tls = yes, or (loopback \
+                 only) allow_anonymous_on_loopback = yes to let every local program write",
+            ));
+        }
+    } else if section.allow_anonymous_on_loopback {
+        if let Some(open) = section.listen.iter().find(|a| !a.ip().is_loopback()) {
+            return Err(r.error(
+                "allow_anonymous_on_loopback",
+                format!(
+                    "{open} is not a loopback address; allow_anonymous_on_loopback would let \
+                     anyone who reaches it write; remove the key or listen on loopback only"
+                ),
+            ));
+        }
+    }
+    Ok(section)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::{Config, Overrides};
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(
+            text,
+            Path::new("/etc/loghogd/loghogd.conf"),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn off_unless_listed() {
+        let c = parse("").unwrap();
+        assert!(!c.http.is_enabled());
+        assert_eq!(c.http.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn keys_read() {
+        let c = parse(
+            "[server]\npemfile = s.pem\ncacert = ca.cert\n\
+             [http]\nlisten = 10.0.0.1, [::1]:8080\ntls = yes\ntokens_file = tokens\n\
+             max_body = 4096\nheader_timeout = 3\nbody_timeout = 4\nmax_connections = 5\n",
+        )
+        .unwrap();
+        let h = &c.http;
+        assert_eq!(
+            h.listen,
+            vec![
+                "10.0.0.1:5580".parse().unwrap(),
+                "[::1]:8080".parse().unwrap()
+            ]
+        );
+        assert!(h.tls);
+        assert_eq!(
+            h.tokens_file.as_deref(),
+            Some(Path::new("/etc/loghogd/tokens"))
+        );
+        assert_eq!(h.max_body_bytes, 4096);
+        assert_eq!(h.header_timeout, Duration::from_secs(3));
+        assert_eq!(h.body_timeout, Duration::from_secs(4));
+        assert_eq!(h.max_connections, 5);
+    }
+
+    #[test]
+    fn loopback_anonymous_needs_the_opt_in() {
+        let c = parse("[http]\nlisten = 127.0.0.1\nallow_anonymous_on_loopback = yes\n").unwrap();
+        assert!(c.http.allow_anonymous_on_loopback);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_fix() {
+        for (text, key, fix) in [
+            ("[http]\nlisten = 0.0.0.0\n", "listen", "not a loopback address"),
+            (
+                "[http]\nlisten = 0.0.0.0\nallow_anonymous_on_loopback = yes\n",
+                "listen",
+                "set tokens_file",
+            ),
+            ("[http]\nlisten = 127.0.0.1\n", "listen", "allow_anonymous_on_loopback = yes"),
+            (
+                "[http]\nlisten = 10.1.1.1\ntokens_file = t\nallow_anonymous_on_loopback = yes\n",
+                "allow_anonymous_on_loopback",
+                "loopback only",
+            ),
+            ("[http]\nlisten = 127.0.0.1\ntls = yes\n", "tls", "pemfile and cacert"),
+            ("[http]\nlisten = 127.0.0.1:x\n", "listen", "not a port"),
+            ("[http]\nmax_body = 1\n", "max_body", "whole number"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("/etc/loghogd/loghogd.conf"), "{e}");
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains(fix), "{e}");
+        }
+    }
+}
