@@ -68,8 +68,8 @@ pub mod stats;
 pub(crate) mod timefmt;
 pub mod tz;
 
+pub use input::http::bind_http;
 #[doc(hidden)]
 pub use input::syslog::fuzz_syslog;
 pub use input::syslog::{bind_syslog, SyslogListeners};
-pub use input::http::bind_http;
 pub use input::{bind, Listeners};

@@ -218,19 +218,31 @@ mod tests {
     #[test]
     fn errors_name_file_key_and_fix() {
         for (text, key, fix) in [
-            ("[http]\nlisten = 0.0.0.0\n", "listen", "not a loopback address"),
+            (
+                "[http]\nlisten = 0.0.0.0\n",
+                "listen",
+                "not a loopback address",
+            ),
             (
                 "[http]\nlisten = 0.0.0.0\nallow_anonymous_on_loopback = yes\n",
                 "listen",
                 "set tokens_file",
             ),
-            ("[http]\nlisten = 127.0.0.1\n", "listen", "allow_anonymous_on_loopback = yes"),
+            (
+                "[http]\nlisten = 127.0.0.1\n",
+                "listen",
+                "allow_anonymous_on_loopback = yes",
+            ),
             (
                 "[http]\nlisten = 10.1.1.1\ntokens_file = t\nallow_anonymous_on_loopback = yes\n",
                 "allow_anonymous_on_loopback",
                 "loopback only",
             ),
-            ("[http]\nlisten = 127.0.0.1\ntls = yes\n", "tls", "pemfile and cacert"),
+            (
+                "[http]\nlisten = 127.0.0.1\ntls = yes\n",
+                "tls",
+                "pemfile and cacert",
+            ),
             ("[http]\nlisten = 127.0.0.1:x\n", "listen", "not a port"),
             ("[http]\nmax_body = 1\n", "max_body", "whole number"),
         ] {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 
 /// A tmpfs mounted at a directory for as long as this lives.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: PathBuf,
 }
 
@@ -20,7 +20,7 @@ impl Tmpfs {
     /// Mounts a tmpfs of `size` (mount(8) syntax, e.g. `96k`) at `dir`.
     /// The tests run as root on CI's machines; where mounting is not
     /// allowed this fails with the reason (never a silent skip).
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
+    pub(crate) fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
             .args([
@@ -46,7 +46,7 @@ impl Tmpfs {
     }
 
     /// Grows (or shrinks) the filesystem: space "returns".
-    fn resize(&self, size: &str) {
+    pub(crate) fn resize(&self, size: &str) {
         let st = Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
             .arg(&self.dir)

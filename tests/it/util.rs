@@ -631,7 +631,7 @@ impl InProcess {
     }
 
     /// The (first) listener of `transport` (`syslog-udp`, `syslog-tcp`,
-    /// `syslog-tls`, or any of the above).
+    /// `syslog-tls`, `http`, or any of the above).
     pub fn addr(&self, transport: &str) -> SocketAddr {
         self.first(transport)
     }
@@ -742,6 +742,8 @@ pub fn load_and_bind(
         .unwrap_or_else(|e| panic!("bind: {e}"));
     listeners.syslog =
         loghogd::bind_syslog(&config.syslog).unwrap_or_else(|e| panic!("bind [syslog]: {e}"));
+    listeners.http =
+        loghogd::bind_http(&config.http).unwrap_or_else(|e| panic!("bind [http]: {e}"));
     (config, facilities, listeners)
 }
 

@@ -55,6 +55,7 @@ struct LogLine<'a> {
 }
 
 /// A record that parsed, with what the line's body becomes.
+#[derive(Debug)]
 struct Parsed<'a> {
     line: usize,
     app_id: Cow<'a, str>,
@@ -70,13 +71,19 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 
 fn busy(msg: String) -> Response {
     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, msg);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
     r
 }
 
 /// Reads the whole body under `max_body` and the body timeout.
-async fn read_body(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
+async fn read_body(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Response> {
     let max = state.max_body_bytes;
     let too_large = || {
         text(
@@ -182,14 +189,14 @@ fn with_severity<'a>(severity: Option<&str>, body: Cow<'a, str>) -> Cow<'a, str>
 
 fn severity_text(v: &serde_json::Value) -> Result<String, String> {
     match v {
-        serde_json::Value::String(s)
-            if s.len() <= 32 && !s.chars().any(char::is_control) =>
-        {
+        serde_json::Value::String(s) if s.len() <= 32 && !s.chars().any(char::is_control) => {
             Ok(s.clone())
         }
         serde_json::Value::Number(n) if n.as_u64().is_some_and(|n| n <= 7) => Ok(n.to_string()),
         serde_json::Value::Null => Ok(String::new()),
-        _ => Err("severity must be a name (at most 32 characters) or a number from 0 to 7".to_owned()),
+        _ => Err(
+            "severity must be a name (at most 32 characters) or a number from 0 to 7".to_owned(),
+        ),
     }
 }
 
@@ -272,8 +279,8 @@ async fn deliver(
 }
 
 /// `POST /v1/logs`: `application/json` (one object) or
-/// `application/x-ndjson` (one object a line; also when no Content-Type is
-/// sent). 204 when every record was queued; 400 lists the bad lines (the
+/// `application/x-ndjson` (one object a line; also when no Content-Type, or
+/// curl's default form type, is sent). 204 when every record was queued; 400 lists the bad lines (the
 /// others are written); 413 past `max_body`; 503 + `Retry-After` when a
 /// writer stayed backed up.
 pub(crate) async fn logs(
@@ -289,10 +296,21 @@ pub(crate) async fn logs(
     let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     let one_object = match kind.as_deref() {
         Some("application/json") => true,
-        None | Some("application/x-ndjson") | Some("application/ndjson") => false,
+        // curl -d sends its form type: take that as NDJSON too, so a
+        // `curl -d @batch.ndjson` one-liner works.
+        None
+        | Some("application/x-ndjson")
+        | Some("application/ndjson")
+        | Some("application/x-www-form-urlencoded") => false,
         Some(other) => {
             return text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -443,7 +461,9 @@ mod tests {
         assert_eq!(p.body, "ERROR - x é");
         let p = parse_line(1, br#"{"app_id":"a","body":"b"}"#).unwrap();
         assert_eq!((&*p.module, p.host.is_none(), &*p.body), ("", true, "b"));
-        assert!(parse_line(1, br#"{"body":"b"}"#).unwrap_err().contains("app_id"));
+        assert!(parse_line(1, br#"{"body":"b"}"#)
+            .unwrap_err()
+            .contains("app_id"));
         assert!(parse_line(1, br#"{"app_id":"a","body":"b","severity":[1]}"#).is_err());
     }
 

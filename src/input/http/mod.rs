@@ -618,8 +618,13 @@ mod tests {
             (&*format!("{} write:\n", hash("x")), "not a scope"),
             (&*format!("{}\n", hash("x")), "no scopes"),
         ] {
-            let e = Tokens::parse(text, Path::new("/etc/t")).unwrap_err().to_string();
-            assert!(e.contains("/etc/t") && e.contains("line 1") && e.contains(fix), "{e}");
+            let e = Tokens::parse(text, Path::new("/etc/t"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("/etc/t") && e.contains("line 1") && e.contains(fix),
+                "{e}"
+            );
         }
     }
 }

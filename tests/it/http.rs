@@ -1,0 +1,584 @@
+//! The HTTP input (issue 14): real HTTP over sockets with `curl` (and raw
+//! TCP where the exact request bytes matter), in-process unless the test
+//! needs the binary's exit status. Every endpoint, status and auth case:
+//! tokens (none, unknown, wrong scope, another app's), mutual TLS with the
+//! right and another CA's certificate, NDJSON with a bad line, 413, 503
+//! under a disk-full writer, signed facilities with and without the
+//! `X-Loghog-Signature` header, and the Daedalus form POST.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::faults::Tmpfs;
+use crate::util::*;
+
+const FACILITIES: &str = "\
+[app-a]
+rotate = daily
+backup_count = 3
+
+[app-b]
+rotate = daily
+backup_count = 3
+
+[signed]
+rotate = daily
+backup_count = 3
+secret = s3cr3t
+";
+
+/// The tokens the tests use and their scopes.
+const TOKENS: &[(&str, &str)] = &[
+    ("tok-a", "write:app-a"),
+    ("tok-b", "write:app-b"),
+    ("tok-all", "write:* metrics"),
+    ("tok-metrics", "metrics"),
+];
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn hmac_hex(key: &str, data: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(data);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn cert(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/certs")
+        .join(name)
+}
+
+/// A setup with the tokens file written and `[http]` holding `extra`.
+fn setup_with(extra: &str) -> Setup {
+    let setup = Setup::new()
+        .facilities(FACILITIES)
+        .conf_extra(&format!("[http]\nlisten = 127.0.0.1:0\n{extra}"));
+    let tokens: String = TOKENS
+        .iter()
+        .map(|(t, scopes)| format!("{} {scopes}\n", sha256_hex(t.as_bytes())))
+        .collect();
+    std::fs::write(
+        setup.root().join("tokens"),
+        format!("# test tokens\n{tokens}"),
+    )
+    .unwrap();
+    setup
+}
+
+fn token_setup() -> Setup {
+    setup_with("tokens_file = tokens\n")
+}
+
+/// A curl reply: status (0 when no HTTP reply came), headers, body.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// Runs `curl` with `args` against `url`, POSTing `body`.
+fn curl(url: &str, args: &[&str], body: &[u8]) -> Reply {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, head) = (dir.path().join("data"), dir.path().join("head"));
+    std::fs::write(&data, body).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("-D")
+        .arg(&head)
+        .arg("--data-binary")
+        .arg(format!("@{}", data.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Reply {
+        status: code.trim().parse().unwrap_or(0),
+        headers: std::fs::read_to_string(&head).unwrap_or_default(),
+        body: body.to_owned(),
+    }
+}
+
+fn post(addr: SocketAddr, path: &str, token: Option<&str>, ctype: &str, body: &[u8]) -> Reply {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let ct = format!("Content-Type: {ctype}");
+    let mut args = vec!["-H", &ct];
+    if let Some(a) = &auth {
+        args.extend(["-H", a.as_str()]);
+    }
+    curl(&format!("http://{addr}{path}"), &args, body)
+}
+
+fn ndjson(addr: SocketAddr, token: Option<&str>, body: &str) -> Reply {
+    post(
+        addr,
+        "/v1/logs",
+        token,
+        "application/x-ndjson",
+        body.as_bytes(),
+    )
+}
+
+fn line(app: &str, host: &str, body: &str) -> String {
+    format!("{{\"app_id\":\"{app}\",\"module\":\"\",\"host\":\"{host}\",\"body\":\"{body}\"}}\n")
+}
+
+#[test]
+fn http_ndjson_and_json_are_written_through_the_router() {
+    let setup = token_setup();
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let body: String = (0..3)
+        .map(|i| line("app-a", "web1", &format!("m{i}")))
+        .collect();
+    let r = ndjson(addr, Some("tok-a"), &body);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let one = r#"{"app_id":"app-a","module":"web","body":"single \u00e9","severity":"ERROR"}"#;
+    let r = post(
+        addr,
+        "/v1/logs",
+        Some("tok-all"),
+        "application/json",
+        one.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let lines = wait_for_lines(&setup.log("app-a/root.log"), 4, DEADLINE);
+    let parsed: Vec<_> = lines.iter().map(|l| parse_line(l)).collect();
+    assert_eq!(
+        parsed
+            .iter()
+            .map(|(_, h, b)| (h.as_str(), b.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("web1", "m0"),
+            ("web1", "m1"),
+            ("web1", "m2"),
+            ("127.0.0.1", "ERROR - single é")
+        ]
+    );
+    // Another media type is refused, and not written.
+    let r = post(addr, "/v1/logs", Some("tok-a"), "text/xml", body.as_bytes());
+    assert_eq!(r.status, 415, "{}", r.body);
+    d.wait_stat("written", 4);
+    assert_eq!(d.stat("received"), 4);
+}
+
+#[test]
+fn http_auth_names_the_missing_scope_and_writes_nothing() {
+    let setup = token_setup();
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let body = line("app-a", "h", "x");
+    // No token, and a token that is not listed: 401 with a challenge.
+    for token in [None, Some("not-a-token")] {
+        let r = ndjson(addr, token, &body);
+        assert_eq!(r.status, 401, "{token:?}: {}", r.body);
+        assert!(r.body.contains("write:"), "{}", r.body);
+        assert!(
+            r.headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{}",
+            r.headers
+        );
+        assert!(!r.body.contains("tok-"), "{}", r.body);
+    }
+    // A token for another app, and one with only `metrics`: 403 naming
+    // write:app-a and nothing about which tokens exist.
+    for token in ["tok-b", "tok-metrics"] {
+        let r = ndjson(addr, Some(token), &body);
+        assert_eq!(r.status, 403, "{token}: {}", r.body);
+        assert!(r.body.contains("write:app-a"), "{}", r.body);
+        assert!(
+            !r.body.contains("tok-") && !r.body.contains("app-b"),
+            "{}",
+            r.body
+        );
+    }
+    // A batch mixing an allowed and a forbidden app writes nothing.
+    let mixed = format!(
+        "{}{}",
+        line("app-b", "h", "allowed"),
+        line("app-a", "h", "not")
+    );
+    let r = ndjson(addr, Some("tok-b"), &mixed);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // The right token still works, and is the only write that happened.
+    let r = ndjson(addr, Some("tok-a"), &line("app-a", "h", "ok"));
+    assert_eq!(r.status, 204, "{}", r.body);
+    d.wait_stat("written", 1);
+    assert_eq!(d.stat("received"), 1);
+    assert!(!setup.log("app-b/root.log").exists());
+    assert_eq!(bodies(&read_lines(&setup, "app-a/root.log")), vec!["ok"]);
+}
+
+fn read_lines(setup: &Setup, rel: &str) -> Vec<String> {
+    read(&setup.log(rel)).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn http_ndjson_bad_line_is_reported_and_the_others_written() {
+    let setup = token_setup();
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let body = format!(
+        "{}{{\"app_id\": \"app-a\", \"body\": 5}}\n{}not json\n{}",
+        line("app-a", "h", "one"),
+        line("app-a", "h", "three"),
+        line("nobody", "h", "five")
+    );
+    let r = ndjson(addr, Some("tok-all"), &body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("line 2:"), "{}", r.body);
+    assert!(r.body.contains("line 4:"), "{}", r.body);
+    assert!(
+        r.body.contains("line 5: no facility for app_id \"nobody\""),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("line 1:") && !r.body.contains("line 3:"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("2 records were written, 3 were not"),
+        "{}",
+        r.body
+    );
+    let lines = wait_for_lines(&setup.log("app-a/root.log"), 2, DEADLINE);
+    assert_eq!(bodies(&lines), vec!["one", "three"]);
+    d.wait_stat("bad_frames", 2);
+    d.wait_stat("unknown_app", 1);
+}
+
+#[test]
+fn http_body_over_max_body_is_413() {
+    let setup = setup_with("tokens_file = tokens\nmax_body = 1024\n");
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let big = line("app-a", "h", &"x".repeat(2000));
+    let r = ndjson(addr, Some("tok-a"), &big);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body.contains("max_body"), "{}", r.body);
+    // Without a Content-Length (chunked), the limit holds all the same.
+    let r = curl(
+        &format!("http://{addr}/v1/logs"),
+        &[
+            "-H",
+            "Authorization: Bearer tok-a",
+            "-H",
+            "Transfer-Encoding: chunked",
+        ],
+        big.as_bytes(),
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+    let r = ndjson(addr, Some("tok-a"), &line("app-a", "h", "small"));
+    assert_eq!(r.status, 204, "{}", r.body);
+    d.wait_stat("written", 1);
+    assert_eq!(d.stat("received"), 1);
+}
+
+#[test]
+fn http_signed_facility_needs_the_body_hmac() {
+    let setup = token_setup();
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let body = line("signed", "h", "sig");
+    let r = ndjson(addr, Some("tok-all"), &body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("X-Loghog-Signature"), "{}", r.body);
+    let wrong = format!("X-Loghog-Signature: {}", hmac_hex("other", body.as_bytes()));
+    let r = curl(
+        &format!("http://{addr}/v1/logs"),
+        &["-H", "Authorization: Bearer tok-all", "-H", &wrong],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    d.wait_stat("bad_signature", 2);
+    let good = format!(
+        "X-Loghog-Signature: {}",
+        hmac_hex("s3cr3t", body.as_bytes())
+    );
+    let r = curl(
+        &format!("http://{addr}/v1/logs"),
+        &["-H", "Authorization: Bearer tok-all", "-H", &good],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let lines = wait_for_lines(&setup.log("signed/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), vec!["sig"]);
+    d.wait_stat("written", 1);
+    assert_eq!(d.stat("written"), 1);
+}
+
+/// Exactly what the Daedalus Python client sends (httplib, no Content-Type).
+#[test]
+fn http_daedalus_form_post_gets_exactly_201_ok() {
+    let setup = setup_with("allow_anonymous_on_loopback = yes\n");
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let form = "application=app-b&host=db%2D1&severity=WARNING&message=disk+at+91%25&timestamp=1358363502.25";
+    let request = format!(
+        "POST /backend/save/ HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: identity\r\n\
+         Content-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    // Read until the whole (Content-Length delimited) body is in.
+    while !String::from_utf8_lossy(&reply).ends_with(r#"{"status": "ok"}"#) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "reply: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed; reply: {}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let reply = String::from_utf8(reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 201 Created\r\n"), "{reply}");
+    let (_, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body, r#"{"status": "ok"}"#);
+    let lines = wait_for_lines(&setup.log("app-b/root.log"), 1, DEADLINE);
+    let (_, host, body) = parse_line(&lines[0]);
+    assert_eq!(
+        (host.as_str(), body.as_str()),
+        ("db-1", "WARNING - disk at 91%")
+    );
+    // `curl -d` one-liner (form Content-Type) and a missing field.
+    let r = curl(
+        &format!("http://{addr}/backend/save/"),
+        &[],
+        b"application=app-b&message=hi",
+    );
+    assert_eq!((r.status, r.body.as_str()), (201, r#"{"status": "ok"}"#));
+    let r = curl(
+        &format!("http://{addr}/backend/save/"),
+        &[],
+        b"application=app-b",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("message"), "{}", r.body);
+    d.wait_stat("written", 2);
+}
+
+#[test]
+fn http_mutual_tls_accepts_our_ca_and_refuses_another() {
+    let setup = setup_with("tls = yes\n").server_extra(&format!(
+        "pemfile = {}\ncacert = {}",
+        cert("loghog-server.pem").display(),
+        cert("loghog-ca.cert").display()
+    ));
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let url = format!("https://localhost:{}/v1/logs", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let ca = cert("loghog-ca.cert").display().to_string();
+    let with = |client: Option<&str>, body: &str| {
+        let mut args = vec!["--resolve", &resolve, "--cacert", &ca];
+        let pem = client.map(|c| cert(c).display().to_string());
+        if let Some(p) = &pem {
+            args.extend(["--cert", p.as_str()]);
+        }
+        curl(&url, &args, line("app-a", "h", body).as_bytes())
+    };
+    let r = with(Some("client.pem"), "mtls");
+    assert_eq!(r.status, 204, "{}", r.body);
+    // Another CA's certificate, and none at all: refused in the handshake.
+    assert_eq!(with(Some("other-client.pem"), "other").status, 0);
+    assert_eq!(with(None, "none").status, 0);
+    d.wait_stat("tls_refused", 2);
+    let lines = wait_for_lines(&setup.log("app-a/root.log"), 1, DEADLINE);
+    assert_eq!(bodies(&lines), vec!["mtls"]);
+    d.wait_stat("written", 1);
+    assert_eq!(d.stat("received"), 1);
+}
+
+#[test]
+fn http_tls_with_tokens_takes_a_token_instead_of_a_certificate() {
+    let setup = setup_with("tls = yes\ntokens_file = tokens\n").server_extra(&format!(
+        "pemfile = {}\ncacert = {}",
+        cert("loghog-server.pem").display(),
+        cert("loghog-ca.cert").display()
+    ));
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let url = format!("https://localhost:{}/v1/logs", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let ca = cert("loghog-ca.cert").display().to_string();
+    let body = line("app-a", "h", "tok");
+    let r = curl(
+        &url,
+        &["--resolve", &resolve, "--cacert", &ca],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = curl(
+        &url,
+        &[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+            "-H",
+            "Authorization: Bearer tok-a",
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    // A presented certificate must still chain to cacert.
+    let other = cert("other-client.pem").display().to_string();
+    let r = curl(
+        &url,
+        &[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+            "--cert",
+            &other,
+            "-H",
+            "Authorization: Bearer tok-a",
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 0, "{}", r.body);
+    d.wait_stat("written", 1);
+}
+
+/// A full disk holds the writer (it retries, nothing lost); its queue fills
+/// and HTTP answers 503 with Retry-After instead of buffering; once there is
+/// room again, posts are taken.
+#[test]
+fn http_backed_up_writer_is_503_with_retry_after() {
+    let setup = token_setup();
+    let fs = Tmpfs::mount(&setup.logdir(), "64k");
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let chunk: String = (0..40)
+        .map(|i| line("app-a", "h", &format!("{i:04} {}", "y".repeat(200))))
+        .collect();
+    let start = Instant::now();
+    let busy = loop {
+        assert!(
+            start.elapsed() < DEADLINE * 2,
+            "no 503 while the disk is full; stats: {}",
+            d.remote.stats.summary()
+        );
+        let r = ndjson(addr, Some("tok-a"), &chunk);
+        match r.status {
+            204 => continue,
+            503 => break r,
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    };
+    assert!(
+        busy.headers.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        busy.headers
+    );
+    assert!(busy.body.contains("were not accepted"), "{}", busy.body);
+    assert!(d.stat("http_busy") >= 40);
+    fs.resize("64m");
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "still refused after the disk had room"
+        );
+        let r = ndjson(addr, Some("tok-a"), &line("app-a", "h", "after"));
+        if r.status == 204 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.body);
+    }
+    wait_for_content(
+        &setup.log("app-a/root.log"),
+        "the line after the disk had room",
+        |t| t.contains(" - after\n"),
+    );
+    let mut d = d;
+    d.stop();
+    // Every message received was written or refused with a 503.
+    assert_eq!(d.stat("received"), d.stat("written") + d.stat("http_busy"));
+}
+
+#[test]
+fn http_without_authentication_off_loopback_is_a_config_error() {
+    for (extra, fix) in [
+        ("[http]\nlisten = 0.0.0.0:0\n", "not a loopback address"),
+        (
+            "[http]\nlisten = 127.0.0.1:0\n",
+            "allow_anonymous_on_loopback = yes",
+        ),
+        (
+            "[http]\nlisten = 127.0.0.1:0\ntokens_file = missing-tokens\n",
+            "missing-tokens",
+        ),
+    ] {
+        let setup = Setup::new().conf_extra(extra);
+        setup.write();
+        let out = setup.run(&["--check-config"]);
+        assert_eq!(out.status.code(), Some(78), "{extra}: {out:?}");
+        assert!(
+            out.all().contains("loghogd.conf") || out.all().contains("missing-tokens"),
+            "{out:?}"
+        );
+        assert!(out.all().contains(fix), "{extra}: {out:?}");
+    }
+}
+
+#[test]
+fn http_connection_cap_closes_the_extra_connection() {
+    let setup = setup_with("tokens_file = tokens\nmax_connections = 1\n");
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    // One connection holds the only slot (keep-alive, idle) ...
+    let mut held = TcpStream::connect(addr).unwrap();
+    let req = format!(
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-a\r\nContent-Length: {}\r\n\r\n{}",
+        line("app-a", "h", "held").len(),
+        line("app-a", "h", "held")
+    );
+    held.write_all(req.as_bytes()).unwrap();
+    held.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 512];
+    let n = held.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 204"));
+    // ... so the next is closed at once, without a reply.
+    let r = ndjson(addr, Some("tok-a"), &line("app-a", "h", "refused"));
+    assert_eq!(r.status, 0, "{}", r.body);
+    d.wait_stat("connections_refused", 1);
+    drop(held);
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "the slot never came back");
+        if ndjson(addr, Some("tok-a"), &line("app-a", "h", "later")).status == 204 {
+            break;
+        }
+    }
+    d.wait_stat("written", 2);
+}
