@@ -111,12 +111,23 @@ fn man_pages_name_every_config_key() {
             missing.push(key);
         }
     }
-    for key in known("config/syslog.rs", "KEYS") {
+    for key in known("config/syslog.rs", "KEYS")
+        .into_iter()
+        .chain(known("config/http.rs", "KEYS"))
+    {
         if !has_word(&conf, &key) {
             missing.push(key);
         }
     }
-    for section in ["main", "log", "compressor", "server", "syslog", "scheduler"] {
+    for section in [
+        "main",
+        "log",
+        "compressor",
+        "server",
+        "syslog",
+        "http",
+        "scheduler",
+    ] {
         if !conf.contains(&format!(".SH [{section}]")) {
             missing.push(format!("[{section}]"));
         }

@@ -166,7 +166,7 @@ impl<'a> SignatureCheck<'a> {
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let b = s.trim().as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)
