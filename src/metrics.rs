@@ -18,7 +18,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::config::FacilityDb;
-use crate::stats::{Stats, DROP_REASONS, GAUGES, TRANSPORTS};
+use crate::stats::{Stats, BUCKETS_SECONDS, DROP_REASONS, GAUGES, TRANSPORTS};
 
 /// Every metric name starts with this.
 const PREFIX: &str = "loghogd_";
@@ -149,6 +149,19 @@ pub fn render(stats: &Stats, extra: &MetricsSources) -> String {
         let v = stats.received_by[i].load(Relaxed);
         sample(&mut out, "input_received_total", &label("input", input), v);
     }
+    let (buckets, count, sum) = stats.compress_seconds.snapshot();
+    family(
+        &mut out,
+        "compress_duration_seconds",
+        "histogram",
+        "how long each successful backup compression ran",
+    );
+    for (le, n) in BUCKETS_SECONDS.iter().zip(buckets) {
+        let _ = writeln!(out, "{PREFIX}compress_duration_seconds_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{PREFIX}compress_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{PREFIX}compress_duration_seconds_sum {sum}");
+    let _ = writeln!(out, "{PREFIX}compress_duration_seconds_count {count}");
     let db = extra.facilities.borrow().clone();
     let mut msgs = String::new();
     let mut bytes = String::new();
@@ -299,9 +312,27 @@ mod tests {
         let root = [("app", "web"), ("module", "")];
         assert_eq!(value(&s, "loghogd_facility_messages_total", &root), 0.0);
         assert!(!text.contains("gone"), "{text}");
-        // Escaped label values survive the parser.
-        let odd = [("app", "odd\"app")];
+        // The quote is escaped (prometheus-parse keeps escapes as sent).
+        let odd = [("app", r#"odd\"app"#)];
         assert_eq!(value(&s, "loghogd_facility_messages_total", &odd), 0.0);
+        stats
+            .compress_seconds
+            .observe(std::time::Duration::from_millis(70));
+        stats.compress_seconds.observe(std::time::Duration::from_secs(2));
+        let s = parse(&render(&stats, &src));
+        let hist = s
+            .samples
+            .iter()
+            .find(|x| x.metric == "loghogd_compress_duration_seconds")
+            .expect("histogram");
+        let prometheus_parse::Value::Histogram(ref h) = hist.value else {
+            panic!("{hist:?}");
+        };
+        let at = |le: f64| h.iter().find(|b| b.less_than == le).map(|b| b.count);
+        assert_eq!(at(0.05), Some(0.0));
+        assert_eq!(at(0.1), Some(1.0));
+        assert_eq!(at(5.0), Some(2.0));
+        assert_eq!(at(f64::INFINITY), Some(2.0));
         let build = s.samples.iter().find(|x| x.metric == "loghogd_build_info").expect("build_info");
         assert_eq!(build.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
         // Every family has exactly one TYPE line, and counters end in _total.

@@ -71,10 +71,61 @@ pub struct Stats {
     pub writers_faulted: AtomicU64,
     /// Live files rotated (renamed to a backup).
     pub rotations: AtomicU64,
+    /// Gauge: backups waiting for or under compression.
+    pub compress_backlog: AtomicU64,
+    /// Backup compressions that failed (redone at the next start).
+    pub compress_failures: AtomicU64,
+    /// How long each successful backup compression ran.
+    pub compress_seconds: Histogram,
     /// Well-formed messages by input, indexed as [`TRANSPORTS`].
     pub received_by: [AtomicU64; TRANSPORTS.len()],
     /// Messages and bytes routed to each facility.
     pub facilities: FacilityCounts,
+}
+
+/// Upper bounds (seconds) of the [`Histogram`] buckets: compressions take
+/// from milliseconds (a small hourly file) to minutes (GBs at xz -9).
+pub const BUCKETS_SECONDS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// A fixed-bucket duration histogram of atomics (Prometheus semantics:
+/// bucket `i` counts observations `<= BUCKETS_SECONDS[i]`, cumulative when
+/// rendered; `+Inf` is `count`).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket, not cumulative.
+    buckets: [AtomicU64; BUCKETS_SECONDS.len()],
+    /// All observations.
+    count: AtomicU64,
+    /// Sum of observations, microseconds.
+    sum_micros: AtomicU64,
+}
+
+// === impl Histogram ===
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS_SECONDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// Cumulative bucket counts (as [`BUCKETS_SECONDS`]), count, and sum
+    /// in seconds.
+    pub fn snapshot(&self) -> ([u64; BUCKETS_SECONDS.len()], u64, f64) {
+        let mut cumulative = [0u64; BUCKETS_SECONDS.len()];
+        let mut running = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            running += b.load(Relaxed);
+            cumulative[i] = running;
+        }
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        (cumulative, self.count.load(Relaxed), sum)
+    }
 }
 
 /// The inputs `received_by` counts, in `Transport` order.
@@ -152,6 +203,7 @@ pub const GAUGES: &[&str] = &[
     "config_loaded_seconds",
     "listening",
     "writers_faulted",
+    "compress_backlog",
 ];
 
 /// The counters that count lost messages, one per reason.
@@ -206,7 +258,7 @@ impl Stats {
         }
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 28] {
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 30] {
         [
             (
                 "received",
@@ -328,6 +380,16 @@ impl Stats {
                 &self.writers_faulted,
             ),
             ("rotations", "live files rotated", &self.rotations),
+            (
+                "compress_backlog",
+                "backups waiting for or under compression",
+                &self.compress_backlog,
+            ),
+            (
+                "compress_failures",
+                "backup compressions that failed (redone at next start)",
+                &self.compress_failures,
+            ),
         ]
     }
 }

@@ -754,7 +754,21 @@ impl LogFile {
             keep: self.facility.backup_count as usize,
             beneath: Some(self.ctx.logdir.clone()),
         };
-        rotation::spawn_compression(job, &self.ctx.compressions, &self.ctx.compress_tracker);
+        let stats = self.ctx.stats.clone();
+        stats.compress_backlog.fetch_add(1, Relaxed);
+        rotation::spawn_compression_observed(
+            job,
+            &self.ctx.compressions,
+            &self.ctx.compress_tracker,
+            move |took, ok| {
+                stats.compress_backlog.fetch_sub(1, Relaxed);
+                if ok {
+                    stats.compress_seconds.observe(took);
+                } else {
+                    stats.compress_failures.fetch_add(1, Relaxed);
+                }
+            },
+        );
     }
 }
 
