@@ -52,3 +52,6 @@ mod limits;
 
 #[path = "it/syslog.rs"]
 mod syslog;
+
+#[path = "it/metrics.rs"]
+mod metrics;

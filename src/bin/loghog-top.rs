@@ -188,24 +188,31 @@ fn draw(f: &mut Frame, target: &Target, prev: &Snapshot, cur: &Snapshot, error: 
     ];
     f.render_widget(Paragraph::new(header), head);
     f.render_widget(Paragraph::new(drops_line(cur)), drops);
+    // Narrow terminals drop the totals column before the name shrinks.
+    let totals = table.width >= 60;
     let rows = facility_rates(prev, cur).into_iter().map(|r| {
-        Row::new(vec![
+        let mut cells = vec![
             r.name,
             format!("{:.1}", r.msgs_per_sec),
             human_bytes(r.bytes_per_sec),
-            format!("{}", r.total_msgs),
-        ])
+        ];
+        if totals {
+            cells.push(format!("{}", r.total_msgs));
+        }
+        Row::new(cells)
     });
-    let widths = [
-        Constraint::Fill(1),
+    let mut widths = vec![
+        Constraint::Min(8),
+        Constraint::Length(9),
         Constraint::Length(10),
-        Constraint::Length(10),
-        Constraint::Length(12),
     ];
-    let table_widget = Table::new(rows, widths).header(
-        Row::new(vec!["facility", "msg/s", "bytes/s", "messages"])
-            .style(Style::default().add_modifier(Modifier::REVERSED)),
-    );
+    let mut titles = vec!["facility", "msg/s", "bytes/s"];
+    if totals {
+        widths.push(Constraint::Length(12));
+        titles.push("messages");
+    }
+    let table_widget = Table::new(rows, widths)
+        .header(Row::new(titles).style(Style::default().add_modifier(Modifier::REVERSED)));
     f.render_widget(table_widget, table);
 }
 
