@@ -562,8 +562,7 @@ fn count_reload(stats: &Stats, fac_tx: &watch::Sender<Arc<FacilityDb>>, applied:
     stats.reloads.fetch_add(1, Relaxed);
     stats.config_loaded_seconds.store(unix_now(), Relaxed);
     let db = fac_tx.borrow().clone();
-    let sections: std::collections::HashSet<String> =
-        db.iter().map(|f| f.section_name()).collect();
+    let sections: std::collections::HashSet<String> = db.iter().map(|f| f.section_name()).collect();
     stats.facilities.retain(|s| sections.contains(s));
 }
 

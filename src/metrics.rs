@@ -157,9 +157,15 @@ pub fn render(stats: &Stats, extra: &MetricsSources) -> String {
         "how long each successful backup compression ran",
     );
     for (le, n) in BUCKETS_SECONDS.iter().zip(buckets) {
-        let _ = writeln!(out, "{PREFIX}compress_duration_seconds_bucket{{le=\"{le}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "{PREFIX}compress_duration_seconds_bucket{{le=\"{le}\"}} {n}"
+        );
     }
-    let _ = writeln!(out, "{PREFIX}compress_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(
+        out,
+        "{PREFIX}compress_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
     let _ = writeln!(out, "{PREFIX}compress_duration_seconds_sum {sum}");
     let _ = writeln!(out, "{PREFIX}compress_duration_seconds_count {count}");
     let db = extra.facilities.borrow().clone();
@@ -298,14 +304,25 @@ mod tests {
         assert_eq!(value(&s, "loghogd_received_total", &[]), 12.0);
         assert_eq!(value(&s, "loghogd_open_files", &[]), 3.0);
         assert_eq!(
-            value(&s, "loghogd_dropped_messages_total", &[("reason", "bad_signature")]),
+            value(
+                &s,
+                "loghogd_dropped_messages_total",
+                &[("reason", "bad_signature")]
+            ),
             4.0
         );
         assert_eq!(
-            value(&s, "loghogd_dropped_messages_total", &[("reason", "udp_dropped")]),
+            value(
+                &s,
+                "loghogd_dropped_messages_total",
+                &[("reason", "udp_dropped")]
+            ),
             0.0
         );
-        assert_eq!(value(&s, "loghogd_input_received_total", &[("input", "udp")]), 5.0);
+        assert_eq!(
+            value(&s, "loghogd_input_received_total", &[("input", "udp")]),
+            5.0
+        );
         let api = [("app", "web"), ("module", "api.v1")];
         assert_eq!(value(&s, "loghogd_facility_messages_total", &api), 7.0);
         assert_eq!(value(&s, "loghogd_facility_bytes_total", &api), 700.0);
@@ -318,7 +335,9 @@ mod tests {
         stats
             .compress_seconds
             .observe(std::time::Duration::from_millis(70));
-        stats.compress_seconds.observe(std::time::Duration::from_secs(2));
+        stats
+            .compress_seconds
+            .observe(std::time::Duration::from_secs(2));
         let s = parse(&render(&stats, &src));
         let hist = s
             .samples
@@ -333,7 +352,11 @@ mod tests {
         assert_eq!(at(0.1), Some(1.0));
         assert_eq!(at(5.0), Some(2.0));
         assert_eq!(at(f64::INFINITY), Some(2.0));
-        let build = s.samples.iter().find(|x| x.metric == "loghogd_build_info").expect("build_info");
+        let build = s
+            .samples
+            .iter()
+            .find(|x| x.metric == "loghogd_build_info")
+            .expect("build_info");
         assert_eq!(build.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
         // Every family has exactly one TYPE line, and counters end in _total.
         let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
@@ -343,7 +366,10 @@ mod tests {
         assert_eq!(types.len(), n);
         for t in &types {
             if t.ends_with(" counter") {
-                assert!(t.split(' ').nth(2).is_some_and(|m| m.ends_with("_total")), "{t}");
+                assert!(
+                    t.split(' ').nth(2).is_some_and(|m| m.ends_with("_total")),
+                    "{t}"
+                );
             }
         }
     }
@@ -399,7 +425,11 @@ mod tests {
             let stats = Stats::default();
             let src = sources(&text);
             for i in 0..n {
-                stats.facilities.counter(&format!("app{i}")).messages.store(i as u64, Relaxed);
+                stats
+                    .facilities
+                    .counter(&format!("app{i}"))
+                    .messages
+                    .store(i as u64, Relaxed);
             }
             let rounds = 2000 / n.max(1) * 10 + 10;
             let t = std::time::Instant::now();
@@ -408,7 +438,10 @@ mod tests {
                 len += render(&stats, &src).len();
             }
             let per = t.elapsed() / rounds as u32;
-            println!("render: {n} facilities: {per:?} per scrape, {} bytes", len / rounds);
+            println!(
+                "render: {n} facilities: {per:?} per scrape, {} bytes",
+                len / rounds
+            );
         }
     }
 }

@@ -181,8 +181,9 @@ impl FacilityCounts {
             .by_section
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(section)
-            .map_or((0, 0), |c| (c.messages.load(Relaxed), c.bytes.load(Relaxed)))
+        map.get(section).map_or((0, 0), |c| {
+            (c.messages.load(Relaxed), c.bytes.load(Relaxed))
+        })
     }
 
     /// Forgets the sections `keep` refuses (facilities a reload removed),

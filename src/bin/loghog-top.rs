@@ -28,7 +28,11 @@ const MAX_BODY_BYTES: usize = 16 << 20;
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Parser)]
-#[command(name = "loghog-top", version, about = "Live view of a loghogd's /metrics")]
+#[command(
+    name = "loghog-top",
+    version,
+    about = "Live view of a loghogd's /metrics"
+)]
 struct Args {
     /// The daemon's metrics URL (http:// only).
     #[arg(long, default_value = "http://127.0.0.1:5580/metrics")]
@@ -183,7 +187,11 @@ fn draw(f: &mut Frame, target: &Target, prev: &Snapshot, cur: &Snapshot, error: 
             "connections {:.1}/s  compress backlog {}  healthy writes {}",
             rate("connections_total"),
             g("compress_backlog"),
-            if g("writers_faulted") == 0.0 { "yes" } else { "NO" },
+            if g("writers_faulted") == 0.0 {
+                "yes"
+            } else {
+                "NO"
+            },
         )),
     ];
     f.render_widget(Paragraph::new(header), head);
@@ -316,7 +324,9 @@ fn parse_url(url: &str, token: Option<String>) -> anyhow::Result<Target> {
     if authority.is_empty() {
         bail!("{url}: no host");
     }
-    let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         && !authority.ends_with(']')
     {
         authority.to_string()
@@ -478,7 +488,10 @@ mod tests {
         assert_eq!(r[0].msgs_per_sec, 50.0);
         assert_eq!(r[1].name, "a");
         // received went down: a restart, not a negative rate.
-        assert_eq!(counter_rate(&a, &b, |s| s.values.get("received_total").copied()), 0.0);
+        assert_eq!(
+            counter_rate(&a, &b, |s| s.values.get("received_total").copied()),
+            0.0
+        );
         assert_eq!(b.drops.get("bad_frames"), Some(&3.0));
         assert!(render_text(&a, &b).contains("drops: bad_frames=3"));
     }
@@ -486,9 +499,15 @@ mod tests {
     #[test]
     fn urls_and_replies_parse() {
         let t = parse_url("http://127.0.0.1:5580/metrics", None).expect("url");
-        assert_eq!((t.authority.as_str(), t.path.as_str()), ("127.0.0.1:5580", "/metrics"));
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("127.0.0.1:5580", "/metrics")
+        );
         let t = parse_url("http://[::1]", None).expect("url");
-        assert_eq!((t.authority.as_str(), t.path.as_str()), ("[::1]:80", "/metrics"));
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("[::1]:80", "/metrics")
+        );
         assert!(parse_url("https://x/metrics", None).is_err());
         let body = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
             .expect("chunked");

@@ -25,7 +25,8 @@ fn sources(text: &str) -> MetricsSources {
 }
 
 fn parse(text: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("prometheus text")
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("prometheus text")
 }
 
 fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -67,14 +68,30 @@ fn metrics_count_what_was_sent_per_facility_and_input() {
     assert_eq!(value(&s, "loghogd_facility_messages_total", &web), 3.0);
     // The bytes routed are the bytes in the files.
     let file_bytes = |rel: &str| std::fs::metadata(setup.log(rel)).expect("log file").len() as f64;
-    assert_eq!(value(&s, "loghogd_facility_bytes_total", &root), file_bytes("app/root.log"));
-    assert_eq!(value(&s, "loghogd_facility_bytes_total", &web), file_bytes("app/web.log"));
-    assert_eq!(value(&s, "loghogd_input_received_total", &[("input", "tcp")]), 9.0);
-    assert_eq!(value(&s, "loghogd_input_received_total", &[("input", "udp")]), 2.0);
+    assert_eq!(
+        value(&s, "loghogd_facility_bytes_total", &root),
+        file_bytes("app/root.log")
+    );
+    assert_eq!(
+        value(&s, "loghogd_facility_bytes_total", &web),
+        file_bytes("app/web.log")
+    );
+    assert_eq!(
+        value(&s, "loghogd_input_received_total", &[("input", "tcp")]),
+        9.0
+    );
+    assert_eq!(
+        value(&s, "loghogd_input_received_total", &[("input", "udp")]),
+        2.0
+    );
     assert_eq!(value(&s, "loghogd_received_total", &[]), 11.0);
     assert_eq!(value(&s, "loghogd_written_total", &[]), 10.0);
     assert_eq!(
-        value(&s, "loghogd_dropped_messages_total", &[("reason", "unknown_app")]),
+        value(
+            &s,
+            "loghogd_dropped_messages_total",
+            &[("reason", "unknown_app")]
+        ),
         1.0
     );
     assert_eq!(value(&s, "loghogd_listening", &[]), 1.0);
@@ -131,7 +148,11 @@ impl SampleServer {
                 let busy = stats.facilities.counter("app:busy");
                 busy.messages.fetch_add(100, Relaxed);
                 busy.bytes.fetch_add(100 * 64, Relaxed);
-                stats.facilities.counter("app").messages.fetch_add(10, Relaxed);
+                stats
+                    .facilities
+                    .counter("app")
+                    .messages
+                    .fetch_add(10, Relaxed);
                 (StatusCode::OK, render(&stats, &src))
             }
         };
@@ -196,7 +217,10 @@ fn top_once_prints_facilities_busiest_first() {
         .skip_while(|l| !l.starts_with("facility"))
         .skip(1)
         .collect();
-    let names: Vec<&str> = rows.iter().filter_map(|r| r.split_whitespace().next()).collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.split_whitespace().next())
+        .collect();
     assert_eq!(names, ["app:busy", "app", "app:idle"], "{stdout}");
     // Two scrapes: the totals of the second.
     let total = |name: &str| {
@@ -213,7 +237,8 @@ fn top_once_prints_facilities_busiest_first() {
 
     // Without the token: the server's refusal, and a failure exit.
     let mut cmd = top();
-    cmd.args(["--once", "--url", &server.url()]).env_remove("LOGHOG_TOKEN");
+    cmd.args(["--once", "--url", &server.url()])
+        .env_remove("LOGHOG_TOKEN");
     let out = run_with_deadline(cmd);
     assert!(!out.status.success());
     assert!(out.stderr.contains("403"), "{out:?}");
@@ -270,7 +295,17 @@ fn top_live_view_fits_a_tiny_window_survives_resizes_and_quits_on_q() {
         server.url(),
         status.display()
     );
-    let out = tmux.cmd(&["new-session", "-d", "-s", "top", "-x", "40", "-y", "10", &script]);
+    let out = tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "40",
+        "-y",
+        "10",
+        &script,
+    ]);
     assert!(out.status.success(), "{out:?}");
     // Once two scrapes are in, the busiest facility is listed first (the
     // first scrape has no rates yet and lists by name: `app` first).
@@ -294,9 +329,14 @@ fn top_live_view_fits_a_tiny_window_survives_resizes_and_quits_on_q() {
     // The totals column appears only at 60 columns: proof of a redraw
     // after the tiny sizes, by a process that is still running.
     tmux.wait_for("redrawn at 60x12 after the resizes", |s| {
-        s.lines().any(|l| l.starts_with("facility") && l.contains("messages"))
+        s.lines()
+            .any(|l| l.starts_with("facility") && l.contains("messages"))
     });
-    assert!(!status.exists(), "exited during the resizes: {:?}", std::fs::read_to_string(&status));
+    assert!(
+        !status.exists(),
+        "exited during the resizes: {:?}",
+        std::fs::read_to_string(&status)
+    );
     let out = tmux.cmd(&["send-keys", "-t", "top", "q"]);
     assert!(out.status.success(), "{out:?}");
     let start = Instant::now();
@@ -307,7 +347,11 @@ fn top_live_view_fits_a_tiny_window_survives_resizes_and_quits_on_q() {
                 break;
             }
         }
-        assert!(start.elapsed() < DEADLINE, "q did not end loghog-top: {}", tmux.capture());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "q did not end loghog-top: {}",
+            tmux.capture()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
