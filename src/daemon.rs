@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -430,6 +431,8 @@ pub async fn run(
         &readers,
     )
     .context("cannot start the listeners")?;
+    stats.listening.store(1, Relaxed);
+    stats.config_loaded_seconds.store(unix_now(), Relaxed);
     info!(facilities = fac_tx.borrow().iter().count(), "loghogd ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
@@ -447,6 +450,7 @@ pub async fn run(
             Some(Request::Reload(reply)) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 let res = reload(&config, &fac_tx, tls.as_ref(), syslog_tls.as_ref()).await;
+                count_reload(&stats, &fac_tx, res.is_ok());
                 writers.reopen_all().await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 if let Some(reply) = reply {
@@ -463,6 +467,7 @@ pub async fn run(
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    stats.listening.store(0, Relaxed);
     // One grace period for the whole stop: half of it for connections to
     // drain what their peers already sent, the rest for every file to be
     // written and synced.
@@ -577,6 +582,27 @@ async fn reload(
         reload_tls(config, tls, config.syslog.tls_allow_anonymous);
     }
     res
+}
+
+/// Counts a reload for the metrics; an applied one also drops the
+/// per-facility counters of sections it removed (bounded labels).
+fn count_reload(stats: &Stats, fac_tx: &watch::Sender<Arc<FacilityDb>>, applied: bool) {
+    if !applied {
+        stats.reload_failures.fetch_add(1, Relaxed);
+        return;
+    }
+    stats.reloads.fetch_add(1, Relaxed);
+    stats.config_loaded_seconds.store(unix_now(), Relaxed);
+    let db = fac_tx.borrow().clone();
+    let sections: std::collections::HashSet<String> = db.iter().map(|f| f.section_name()).collect();
+    stats.facilities.retain(|s| sections.contains(s));
+}
+
+/// Seconds since the UNIX epoch (0 for a clock before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Loads the TLS server config when TLS listeners are configured.

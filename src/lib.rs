@@ -25,6 +25,7 @@
 //! clock        the wall clock rotation reads (injected in tests)
 //! tz           the TZ variable, checked before anything reads it
 //! stats        counters; ratelimit  warnings peers can cause
+//! metrics      GET /metrics (Prometheus text) and /healthz, an axum Router
 //! escape       client strings escaped and truncated for the daemon's log
 //! daemon       run(config, listeners, control, shutdown); the binary's wiring
 //! ```
@@ -58,6 +59,7 @@ pub mod daemon;
 pub(crate) mod escape;
 pub(crate) mod input;
 pub(crate) mod logging;
+pub mod metrics;
 pub(crate) mod output;
 pub(crate) mod privileges;
 pub(crate) mod ratelimit;

@@ -25,7 +25,7 @@ use crate::escape::esc;
 use crate::output::{file::format, Batch, Handle, NoOutput, Outputs, Refused};
 use crate::ratelimit::RateLimit;
 use crate::record::{Auth, Record, Transport};
-use crate::stats::Stats;
+use crate::stats::{FacilityCounter, Stats};
 use crate::timefmt::{LineClock, STAMP_LEN};
 
 /// Flush a reader's pending lines early once they pass this many bytes.
@@ -72,6 +72,8 @@ struct Route {
     count: u32,
     /// Message end offsets in `buf` (only for `max_size` facilities).
     ends: Vec<u32>,
+    /// The facility's message and byte counts, added to once per batch.
+    counter: Arc<FacilityCounter>,
 }
 
 /// Counts kept by one reader between flushes.
@@ -392,6 +394,8 @@ impl Router {
             return None;
         }
         let cap = r.buf.len().min(keep);
+        r.counter.messages.fetch_add(u64::from(r.count), Relaxed);
+        r.counter.bytes.fetch_add(r.buf.len() as u64, Relaxed);
         Some(Batch {
             facility: r.facility.clone(),
             data: std::mem::replace(&mut r.buf, Vec::with_capacity(cap)),
@@ -442,6 +446,9 @@ impl Router {
     fn publish_counts(&mut self) {
         let c = std::mem::take(&mut self.counts);
         let s = &self.ctx.stats;
+        if c.received > 0 {
+            s.received_by[self.transport as usize].fetch_add(c.received, Relaxed);
+        }
         for (counter, n) in [
             (&s.received, c.received),
             (&s.bad_frames, c.bad_frames),
@@ -551,6 +558,12 @@ impl Route {
             buf: Vec::new(),
             count: 0,
             ends: Vec::new(),
+            counter: outputs
+                .files
+                .ctx()
+                .stats
+                .facilities
+                .counter(&facility.section_name()),
         }
     }
 }

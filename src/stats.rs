@@ -5,7 +5,9 @@
 //! one view of them: the SIGUSR1 line, the tests and the metrics endpoint
 //! all read it.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// Daemon-wide counters, logged on SIGUSR1 and at shutdown.
 #[derive(Debug, Default)]
@@ -60,10 +62,153 @@ pub struct Stats {
     /// HTTP messages refused with 503 because their writer's queue stayed
     /// full (the client was told and may retry).
     pub http_busy: AtomicU64,
+    /// facilities.conf reloads applied.
+    pub reloads: AtomicU64,
+    /// facilities.conf reloads refused (the old config stayed).
+    pub reload_failures: AtomicU64,
+    /// Gauge: UNIX time (seconds) the facilities in use were loaded.
+    pub config_loaded_seconds: AtomicU64,
+    /// Gauge: 1 while the listeners accept, 0 before start and after stop.
+    pub listening: AtomicU64,
+    /// Gauge: writer tasks holding lines for a retry after a failed write.
+    pub writers_faulted: AtomicU64,
+    /// Live files rotated (renamed to a backup).
+    pub rotations: AtomicU64,
+    /// Gauge: backups waiting for or under compression.
+    pub compress_backlog: AtomicU64,
+    /// Backup compressions that failed (redone at the next start).
+    pub compress_failures: AtomicU64,
+    /// How long each successful backup compression ran.
+    pub compress_seconds: Histogram,
+    /// Well-formed messages by input, indexed as [`TRANSPORTS`].
+    pub received_by: [AtomicU64; TRANSPORTS.len()],
+    /// Messages and bytes routed to each facility.
+    pub facilities: FacilityCounts,
+}
+
+/// Upper bounds (seconds) of the [`Histogram`] buckets: compressions take
+/// from milliseconds (a small hourly file) to minutes (GBs at xz -9).
+pub const BUCKETS_SECONDS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// A fixed-bucket duration histogram of atomics (Prometheus semantics:
+/// bucket `i` counts observations `<= BUCKETS_SECONDS[i]`, cumulative when
+/// rendered; `+Inf` is `count`).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket, not cumulative.
+    buckets: [AtomicU64; BUCKETS_SECONDS.len()],
+    /// All observations.
+    count: AtomicU64,
+    /// Sum of observations, microseconds.
+    sum_micros: AtomicU64,
+}
+
+// === impl Histogram ===
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS_SECONDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// Cumulative bucket counts (as [`BUCKETS_SECONDS`]), count, and sum
+    /// in seconds.
+    pub fn snapshot(&self) -> ([u64; BUCKETS_SECONDS.len()], u64, f64) {
+        let mut cumulative = [0u64; BUCKETS_SECONDS.len()];
+        let mut running = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            running += b.load(Relaxed);
+            cumulative[i] = running;
+        }
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        (cumulative, self.count.load(Relaxed), sum)
+    }
+}
+
+/// The inputs `received_by` counts, in `Transport` order.
+pub const TRANSPORTS: [&str; 7] = [
+    "tcp",
+    "udp",
+    "tls",
+    "syslog-udp",
+    "syslog-tcp",
+    "syslog-tls",
+    "syslog-unix",
+];
+
+/// Per-facility counters, keyed by section name (`app` or `app:module`).
+///
+/// Readers fetch a facility's [`FacilityCounter`] once when they make a
+/// route and add to it once per batch, so the lock is never on the hot path;
+/// only configured facilities get routes, which bounds the labels.
+#[derive(Debug, Default)]
+pub struct FacilityCounts {
+    by_section: Mutex<BTreeMap<String, Arc<FacilityCounter>>>,
+}
+
+/// What was routed to one facility.
+#[derive(Debug, Default)]
+pub struct FacilityCounter {
+    /// Messages handed to the facility's output.
+    pub messages: AtomicU64,
+    /// Bytes of formatted lines handed to it.
+    pub bytes: AtomicU64,
+}
+
+// === impl FacilityCounts ===
+
+impl FacilityCounts {
+    /// The counter of `section`, made on first use.
+    pub fn counter(&self, section: &str) -> Arc<FacilityCounter> {
+        let mut map = self
+            .by_section
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = map.get(section) {
+            return c.clone();
+        }
+        let c = Arc::new(FacilityCounter::default());
+        map.insert(section.to_string(), c.clone());
+        c
+    }
+
+    /// `(messages, bytes)` routed to `section` so far.
+    pub fn get(&self, section: &str) -> (u64, u64) {
+        let map = self
+            .by_section
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(section).map_or((0, 0), |c| {
+            (c.messages.load(Relaxed), c.bytes.load(Relaxed))
+        })
+    }
+
+    /// Forgets the sections `keep` refuses (facilities a reload removed),
+    /// so the table stays as large as the config.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        let mut map = self
+            .by_section
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|k, _| keep(k));
+    }
 }
 
 /// The values that go up and down (the rest only go up).
-pub const GAUGES: &[&str] = &["writers", "open_files"];
+pub const GAUGES: &[&str] = &[
+    "writers",
+    "open_files",
+    "config_loaded_seconds",
+    "listening",
+    "writers_faulted",
+    "compress_backlog",
+];
 
 /// The counters that count lost messages, one per reason.
 pub const DROP_REASONS: &[&str] = &[
@@ -118,7 +263,7 @@ impl Stats {
         }
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 23] {
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 31] {
         [
             (
                 "received",
@@ -222,6 +367,38 @@ impl Stats {
                 "http_busy",
                 "HTTP messages refused with 503: their writer queue stayed full",
                 &self.http_busy,
+            ),
+            ("reloads", "facilities.conf reloads applied", &self.reloads),
+            (
+                "reload_failures",
+                "facilities.conf reloads refused (old config kept)",
+                &self.reload_failures,
+            ),
+            (
+                "config_loaded_seconds",
+                "UNIX time the facilities in use were loaded",
+                &self.config_loaded_seconds,
+            ),
+            (
+                "listening",
+                "1 while the listeners accept connections",
+                &self.listening,
+            ),
+            (
+                "writers_faulted",
+                "writers holding lines for a retry after a failed write",
+                &self.writers_faulted,
+            ),
+            ("rotations", "live files rotated", &self.rotations),
+            (
+                "compress_backlog",
+                "backups waiting for or under compression",
+                &self.compress_backlog,
+            ),
+            (
+                "compress_failures",
+                "backup compressions that failed (redone at next start)",
+                &self.compress_failures,
             ),
         ]
     }

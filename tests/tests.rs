@@ -55,3 +55,6 @@ mod syslog;
 
 #[path = "it/http.rs"]
 mod http;
+
+#[path = "it/metrics.rs"]
+mod metrics;

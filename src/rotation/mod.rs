@@ -150,12 +150,27 @@ pub struct CompressJob {
 /// are logged; the backup then stays uncompressed until the next start's
 /// recovery.
 pub fn spawn_compression(job: CompressJob, permits: &Arc<Semaphore>, tracker: &TaskTracker) {
+    spawn_compression_observed(job, permits, tracker, |_, _| {});
+}
+
+/// [`spawn_compression`], then `observe(took, ok)` when the job ended (or
+/// could not start: `ok` false), with the time the job itself ran, not
+/// counting the wait for a permit. The metrics count backlog and
+/// durations through it without this leaf module knowing of them.
+pub fn spawn_compression_observed(
+    job: CompressJob,
+    permits: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    observe: impl FnOnce(std::time::Duration, bool) + Send + 'static,
+) {
     let permits = permits.clone();
     tracker.spawn(async move {
         // Closed only if the daemon closes it, which it does not.
         let Ok(_permit) = permits.acquire_owned().await else {
+            observe(std::time::Duration::ZERO, false);
             return;
         };
+        let started = std::time::Instant::now();
         let done = tokio::task::spawn_blocking(move || {
             let root = job
                 .beneath
@@ -163,6 +178,7 @@ pub fn spawn_compression(job: CompressJob, permits: &Arc<Semaphore>, tracker: &T
             compress_and_prune_beneath(&root, &job.live, &job.backup, job.compress, job.keep)
         })
         .await;
+        observe(started.elapsed(), matches!(done, Ok(Ok(_))));
         match done {
             Ok(Ok(done)) => debug!(
                 backup = %done.backup.display(),

@@ -207,6 +207,9 @@ impl LogFile {
             warn!(path = %self.path.display(), lost, "still cannot write at stop; lines lost");
         }
         self.close(true).await;
+        if self.fault.take().is_some() {
+            self.ctx.stats.writers_faulted.fetch_sub(1, Relaxed);
+        }
         self.ctx.stats.writers.fetch_sub(1, Relaxed);
         debug!(path = %self.path.display(), "writer finished");
     }
@@ -267,7 +270,9 @@ impl LogFile {
         self.pending_counts.clear();
         self.pending_count = 0;
         self.pending_bytes = 0;
-        self.fault = None;
+        if self.fault.take().is_some() {
+            self.ctx.stats.writers_faulted.fetch_sub(1, Relaxed);
+        }
     }
 
     /// With `max_size`, writes out the messages up to and including the one
@@ -386,6 +391,7 @@ impl LogFile {
                 self.ctx.stats.written.fetch_add(u64::from(count), Relaxed);
                 self.ctx.open_files.touch(&self.member);
                 if let Some(f) = self.fault.take() {
+                    self.ctx.stats.writers_faulted.fetch_sub(1, Relaxed);
                     info!(path = %self.path.display(), after = ?f.since.elapsed(), attempts = f.attempts, "writing resumed; no line lost");
                 }
                 if let (SyncPolicy::Every(every), None) = (self.facility.sync, self.sync_due) {
@@ -517,6 +523,7 @@ impl LogFile {
                 if let Some(suppressed) = self.ctx.limiter.check() {
                     warn!(path = %self.path.display(), cause = %err, held = self.pending_count, suppressed, "write failed; holding the lines and retrying (senders wait)");
                 }
+                self.ctx.stats.writers_faulted.fetch_add(1, Relaxed);
                 self.fault = Some(Fault {
                     since: now,
                     retry_at: now + RETRY_FIRST,
@@ -731,6 +738,7 @@ impl LogFile {
                 return;
             }
         };
+        self.ctx.stats.rotations.fetch_add(1, Relaxed);
         info!(path = %self.path.display(), backup = %backup.display(), "rotated");
         self.spawn_compression(backup);
     }
@@ -746,7 +754,21 @@ impl LogFile {
             keep: self.facility.backup_count as usize,
             beneath: Some(self.ctx.logdir.clone()),
         };
-        rotation::spawn_compression(job, &self.ctx.compressions, &self.ctx.compress_tracker);
+        let stats = self.ctx.stats.clone();
+        stats.compress_backlog.fetch_add(1, Relaxed);
+        rotation::spawn_compression_observed(
+            job,
+            &self.ctx.compressions,
+            &self.ctx.compress_tracker,
+            move |took, ok| {
+                stats.compress_backlog.fetch_sub(1, Relaxed);
+                if ok {
+                    stats.compress_seconds.observe(took);
+                } else {
+                    stats.compress_failures.fetch_add(1, Relaxed);
+                }
+            },
+        );
     }
 }
 
