@@ -446,7 +446,14 @@ pub async fn run(
         match req {
             Some(Request::Reload(reply)) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                let res = reload(&config, &fac_tx, tls.as_ref(), syslog_tls.as_ref()).await;
+                let res = reload(
+                    &config,
+                    &fac_tx,
+                    tls.as_ref(),
+                    syslog_tls.as_ref(),
+                    http_tls.as_ref(),
+                )
+                .await;
                 writers.reopen_all().await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 if let Some(reply) = reply {
@@ -544,6 +551,7 @@ async fn reload(
     fac_tx: &watch::Sender<Arc<FacilityDb>>,
     tls: Option<&TlsSetup>,
     syslog_tls: Option<&TlsSetup>,
+    http_tls: Option<&TlsSetup>,
 ) -> Result<(), String> {
     let path = config.main.facilities_config.clone();
     let read = tokio::task::spawn_blocking(move || FacilityDb::load(&path));
@@ -575,6 +583,9 @@ async fn reload(
     }
     if let Some(tls) = syslog_tls {
         reload_tls(config, tls, config.syslog.tls_allow_anonymous);
+    }
+    if let Some(tls) = http_tls {
+        reload_tls(config, tls, config.http.tokens_file.is_some());
     }
     res
 }
