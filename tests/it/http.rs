@@ -582,3 +582,27 @@ fn http_connection_cap_closes_the_extra_connection() {
     }
     d.wait_stat("written", 2);
 }
+
+#[test]
+fn http_hosts_reach_file_per_host_paths_safely() {
+    let setup = Setup::new()
+        .facilities("[app-a]\nrotate = daily\nbackup_count = 3\nfile_per_host = yes\n")
+        .conf_extra("[http]\nlisten = 127.0.0.1:0\nallow_anonymous_on_loopback = yes\n");
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let body = format!(
+        "{}{}",
+        line("app-a", "web1", "one"),
+        line("app-a", "../evil", "two")
+    );
+    let r = ndjson(addr, None, &body);
+    assert_eq!(r.status, 204, "{}", r.body);
+    d.wait_stat("written", 2);
+    assert_eq!(
+        bodies(&read_lines(&setup, "app-a/web1-root.log")),
+        vec!["one"]
+    );
+    let files = log_files(&setup);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| f.starts_with("app-a/")), "{files:?}");
+}
