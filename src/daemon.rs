@@ -403,6 +403,12 @@ pub async fn run(
         stats.clone(),
         token.clone(),
     ));
+    let metrics = crate::metrics::router(
+        stats.clone(),
+        crate::metrics::MetricsSources {
+            facilities: fac_rx.clone(),
+        },
+    );
     let scheduler = tokio::spawn(scheduler::run(writers.clone(), fac_rx, token.clone()));
     let mut listeners = listeners;
     let http_listeners = std::mem::take(&mut listeners.http);
@@ -415,6 +421,7 @@ pub async fn run(
         input::http::run(
             http_listeners,
             state,
+            metrics,
             &config.http,
             http_tls.clone(),
             token.clone(),
@@ -449,7 +456,14 @@ pub async fn run(
         match req {
             Some(Request::Reload(reply)) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                let res = reload(&config, &fac_tx, tls.as_ref(), syslog_tls.as_ref()).await;
+                let res = reload(
+                    &config,
+                    &fac_tx,
+                    tls.as_ref(),
+                    syslog_tls.as_ref(),
+                    http_tls.as_ref(),
+                )
+                .await;
                 count_reload(&stats, &fac_tx, res.is_ok());
                 writers.reopen_all().await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -549,6 +563,7 @@ async fn reload(
     fac_tx: &watch::Sender<Arc<FacilityDb>>,
     tls: Option<&TlsSetup>,
     syslog_tls: Option<&TlsSetup>,
+    http_tls: Option<&TlsSetup>,
 ) -> Result<(), String> {
     let path = config.main.facilities_config.clone();
     let read = tokio::task::spawn_blocking(move || FacilityDb::load(&path));
@@ -580,6 +595,9 @@ async fn reload(
     }
     if let Some(tls) = syslog_tls {
         reload_tls(config, tls, config.syslog.tls_allow_anonymous);
+    }
+    if let Some(tls) = http_tls {
+        reload_tls(config, tls, config.http.tokens_file.is_some());
     }
     res
 }

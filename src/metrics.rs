@@ -281,6 +281,7 @@ mod tests {
             Transport::SyslogTcp,
             Transport::SyslogTls,
             Transport::SyslogUnix,
+            Transport::Http,
         ] {
             assert_eq!(TRANSPORTS[t as usize], t.as_str());
         }

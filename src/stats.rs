@@ -132,7 +132,7 @@ impl Histogram {
 }
 
 /// The inputs `received_by` counts, in `Transport` order.
-pub const TRANSPORTS: [&str; 7] = [
+pub const TRANSPORTS: [&str; 8] = [
     "tcp",
     "udp",
     "tls",
@@ -140,6 +140,7 @@ pub const TRANSPORTS: [&str; 7] = [
     "syslog-tcp",
     "syslog-tls",
     "syslog-unix",
+    "http",
 ];
 
 /// Per-facility counters, keyed by section name (`app` or `app:module`).

@@ -582,3 +582,93 @@ fn http_connection_cap_closes_the_extra_connection() {
     }
     d.wait_stat("written", 2);
 }
+
+#[test]
+fn http_hosts_reach_file_per_host_paths_safely() {
+    let setup = Setup::new()
+        .facilities("[app-a]\nrotate = daily\nbackup_count = 3\nfile_per_host = yes\n")
+        .conf_extra("[http]\nlisten = 127.0.0.1:0\nallow_anonymous_on_loopback = yes\n");
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let body = format!(
+        "{}{}",
+        line("app-a", "web1", "one"),
+        line("app-a", "../evil", "two")
+    );
+    let r = ndjson(addr, None, &body);
+    assert_eq!(r.status, 204, "{}", r.body);
+    d.wait_stat("written", 2);
+    assert_eq!(
+        bodies(&read_lines(&setup, "app-a/web1-root.log")),
+        vec!["one"]
+    );
+    let files = log_files(&setup);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| f.starts_with("app-a/")), "{files:?}");
+}
+
+/// `GET url` with an optional bearer token.
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args(
+            token
+                .map(|t| format!("Authorization: Bearer {t}"))
+                .iter()
+                .flat_map(|h| ["-H", h.as_str()]),
+        )
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Reply {
+        status: code.trim().parse().unwrap_or(0),
+        headers: String::new(),
+        body: body.to_owned(),
+    }
+}
+
+/// `/metrics` and `/healthz` on the daemon's HTTP listener: the `metrics`
+/// scope is required (401 without a token, 403 with a write-only one), and
+/// the scrape, read by a real Prometheus text parser, counts what was sent.
+#[test]
+fn http_metrics_and_healthz_need_the_metrics_scope_and_count_what_was_sent() {
+    let setup = token_setup();
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    let batch = format!(
+        "{}{}",
+        line("app-a", "h1", "one"),
+        line("app-a", "h1", "two")
+    );
+    assert_eq!(ndjson(addr, Some("tok-a"), &batch).status, 204);
+    d.wait_stat("written", 2);
+    for path in ["/metrics", "/healthz"] {
+        let none = get(addr, path, None);
+        assert_eq!(none.status, 401, "{path}: {}", none.body);
+        assert!(
+            none.body.contains("metrics"),
+            "names the scope: {}",
+            none.body
+        );
+        assert_eq!(get(addr, path, Some("tok-a")).status, 403, "{path}");
+    }
+    let ok = get(addr, "/metrics", Some("tok-metrics"));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let scrape = crate::metrics::parse(&ok.body);
+    assert_eq!(
+        crate::metrics::value(&scrape, "loghogd_written_total", &[]),
+        2.0
+    );
+    assert_eq!(
+        crate::metrics::value(
+            &scrape,
+            "loghogd_input_received_total",
+            &[("input", "http")]
+        ),
+        2.0
+    );
+    let health = get(addr, "/healthz", Some("tok-metrics"));
+    assert_eq!(health.status, 200, "{}", health.body);
+}

@@ -24,12 +24,12 @@ fn sources(text: &str) -> MetricsSources {
     MetricsSources { facilities: rx }
 }
 
-fn parse(text: &str) -> prometheus_parse::Scrape {
+pub(crate) fn parse(text: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("prometheus text")
 }
 
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<_> = scrape
         .samples
         .iter()

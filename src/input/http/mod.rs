@@ -50,7 +50,6 @@ pub(crate) enum Scope {
     /// Write messages for this application (`write:APP`).
     Write(String),
     /// Read the daemon's metrics (`metrics`).
-    #[allow(dead_code)] // required by the metrics fragment (issue 14 item 3)
     Metrics,
     /// Read this application's logs (`read:APP`, the viewer).
     #[allow(dead_code)] // required by the viewer
@@ -360,12 +359,36 @@ pub(crate) fn authorize(
 
 /// Every route the HTTP server answers. The one place other fragments are
 /// mounted: the metrics and healthz router is `.merge`d here.
-pub(crate) fn routes(state: Arc<HttpState>) -> axum::Router {
+pub(crate) fn routes(state: Arc<HttpState>, metrics: axum::Router) -> axum::Router {
     use axum::routing::post;
+    // `/metrics` and `/healthz` need the `metrics` scope like any other
+    // endpoint (anonymous only on loopback, when the operator opted in).
+    let metrics = metrics.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_metrics,
+    ));
     axum::Router::new()
         .route("/v1/logs", post(ingest::logs))
         .route("/backend/save/", post(ingest::daedalus))
         .with_state(state)
+        .merge(metrics)
+}
+
+/// The `metrics` scope check in front of the metrics routes.
+async fn require_metrics(
+    axum::extract::State(state): axum::extract::State<Arc<HttpState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = match req.extensions().get::<Peer>() {
+        Some(peer) => authorize(&state, peer, req.headers(), Scope::Metrics),
+        // Every connection is served with its Peer; without one, nobody.
+        None => Err(Denied::Unauthenticated(Scope::Metrics)),
+    };
+    match allowed {
+        Ok(()) => next.run(req).await,
+        Err(denied) => denied.into_response(),
+    }
 }
 
 /// Binds every `[http] listen` address.
@@ -406,13 +429,14 @@ struct Server {
 pub(crate) fn run(
     listeners: Vec<std::net::TcpListener>,
     state: Arc<HttpState>,
+    metrics: axum::Router,
     section: &HttpSection,
     tls: Option<TlsSetup>,
     token: CancellationToken,
     tracker: &TaskTracker,
 ) -> io::Result<()> {
     let server = Arc::new(Server {
-        app: routes(state.clone()),
+        app: routes(state.clone(), metrics),
         tls,
         slots: Arc::new(Semaphore::new(section.max_connections)),
         header_timeout: section.header_timeout,
