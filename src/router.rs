@@ -314,36 +314,14 @@ impl Router {
     /// Like [`Router::flush`] but waits at most [`UDP_QUEUE_WAIT`] for a
     /// full queue, then drops the batch and counts it (UDP under overload).
     pub(crate) async fn try_flush(&mut self) {
-        for i in 0..self.routes.list.len() {
-            let Some(batch) = self.take_batch(i) else {
-                continue;
-            };
-            let output = self.routes.list[i].output.clone();
-            match output.try_send(batch) {
-                Ok(()) => {}
-                Err(Refused::Full(batch)) => {
-                    // A burst: give the writer a moment (the kernel's receive
-                    // buffer holds what arrives meanwhile) before dropping.
-                    let count = batch.count;
-                    match tokio::time::timeout(UDP_QUEUE_WAIT, output.send(batch)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(Refused::Closed(batch) | Refused::Full(batch))) => {
-                            self.resend(i, batch).await;
-                        }
-                        Err(_) => {
-                            self.counts.udp_dropped += count as u64;
-                            if let Some(suppressed) = self.ctx.limiter.check() {
-                                let f = &self.routes.list[i].facility;
-                                warn!(app_id = %f.app_id, module = %f.module, lost = count, suppressed, "dropped datagrams: the file's queue stayed full (UDP cannot wait)");
-                            }
-                        }
-                    }
-                }
-                Err(Refused::Closed(batch)) => self.resend(i, batch).await,
+        self.flush_waiting(UDP_QUEUE_WAIT, |r, i, count| {
+            r.counts.udp_dropped += u64::from(count);
+            if let Some(suppressed) = r.ctx.limiter.check() {
+                let f = &r.routes.list[i].facility;
+                warn!(app_id = %f.app_id, module = %f.module, lost = count, suppressed, "dropped datagrams: the file's queue stayed full (UDP cannot wait)");
             }
-        }
-        self.pending_bytes = 0;
-        self.publish_counts();
+        })
+        .await;
     }
 
     /// Like [`Router::flush`] but waits at most `wait` for room in a full
@@ -352,6 +330,22 @@ impl Router {
     /// written, and are counted as `http_busy`.
     pub(crate) async fn flush_within(&mut self, wait: Duration) -> u64 {
         let mut refused = 0u64;
+        self.flush_waiting(wait, |_, _, count| refused += u64::from(count))
+            .await;
+        if refused > 0 {
+            self.ctx.stats.http_busy.fetch_add(refused, Relaxed);
+        }
+        refused
+    }
+
+    /// Hands every pending batch on, waiting at most `wait` for room in a
+    /// full queue; a batch that still finds none is given to
+    /// `gave_up(router, route, messages)` and not written.
+    async fn flush_waiting(
+        &mut self,
+        wait: Duration,
+        mut gave_up: impl FnMut(&mut Router, usize, u32),
+    ) {
         for i in 0..self.routes.list.len() {
             let Some(batch) = self.take_batch(i) else {
                 continue;
@@ -360,13 +354,14 @@ impl Router {
             match output.try_send(batch) {
                 Ok(()) => {}
                 Err(Refused::Full(batch)) => {
+                    // A burst: give the writer a moment before giving up.
                     let count = batch.count;
                     match tokio::time::timeout(wait, output.send(batch)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(Refused::Closed(batch) | Refused::Full(batch))) => {
                             self.resend(i, batch).await;
                         }
-                        Err(_) => refused += u64::from(count),
+                        Err(_) => gave_up(self, i, count),
                     }
                 }
                 Err(Refused::Closed(batch)) => self.resend(i, batch).await,
@@ -374,10 +369,6 @@ impl Router {
         }
         self.pending_bytes = 0;
         self.publish_counts();
-        if refused > 0 {
-            self.ctx.stats.http_busy.fetch_add(refused, Relaxed);
-        }
-        refused
     }
 
     fn take_batch(&mut self, i: usize) -> Option<Batch> {

@@ -302,6 +302,22 @@ pub(crate) async fn end_chunk(
     false
 }
 
+/// What a datagram loop does after a failed receive: `None` to try again
+/// (interrupted), else stop this chunk, with `Some(true)` when the socket
+/// is simply empty. A real failure is logged, rate-limited.
+pub(crate) fn after_recv_error(err: &io::Error, what: &str, ctx: &InputCtx) -> Option<bool> {
+    match err.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => Some(true),
+        _ => {
+            if let Some(suppressed) = ctx.router.limiter.check() {
+                tracing::warn!(cause = %err, suppressed, "syslog {what} receive failed");
+            }
+            Some(false)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};

@@ -163,16 +163,11 @@ pub(crate) async fn recv_loop(sock: UdpSocket, ctx: Arc<InputCtx>, token: Cancel
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    empty = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    if ctx.router.limiter.check().is_some() {
-                        warn!(cause = %err, "syslog udp receive failed");
+                Err(e) => {
+                    if let Some(all_read) = super::after_recv_error(&e, "udp", &ctx) {
+                        empty = all_read;
+                        break;
                     }
-                    break;
                 }
             }
         }

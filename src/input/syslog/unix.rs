@@ -137,16 +137,11 @@ pub(crate) async fn recv_loop(
                         decoder.decode_message(&buf[..len], cred, &mut router);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    empty = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    if ctx.router.limiter.check().is_some() {
-                        warn!(cause = %err, "syslog unix receive failed");
+                Err(e) => {
+                    if let Some(all_read) = super::after_recv_error(&e, "unix", &ctx) {
+                        empty = all_read;
+                        break;
                     }
-                    break;
                 }
             }
         }
