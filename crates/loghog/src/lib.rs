@@ -29,6 +29,8 @@
 //! `worker` (the thread: connect, write, backoff); `logger` and `layer` sit
 //! on top of `Client`.
 
+#![warn(missing_docs)]
+
 mod builder;
 mod client;
 mod encode;
