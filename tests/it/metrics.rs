@@ -237,6 +237,77 @@ fn tls_refusals_are_counted_by_reason() {
     );
 }
 
+/// The HTTPS listener counts its refusals under the same reasons, and its
+/// connections (served or refused) in `connections` and, while open, in
+/// `connections_open{input="http"}`.
+#[test]
+fn https_refusals_are_counted_by_reason_too() {
+    use crate::tls::cert;
+    let setup = Setup::new()
+        .server_extra(&format!(
+            "pemfile = {}\ncacert = {}",
+            cert("loghog-server.pem").display(),
+            cert("loghog-ca.cert").display()
+        ))
+        .conf_extra("[http]\nlisten = 127.0.0.1:0\ntls = yes\n");
+    let d = InProcess::start(&setup);
+    let port = d.addr("http").port();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let ca = cert("loghog-ca.cert");
+    // The HTTP status curl got, 0 when the handshake was refused.
+    let get = |client: Option<&str>| -> u16 {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["--resolve", &resolve, "--cacert"])
+        .arg(&ca);
+        if let Some(pem) = client {
+            cmd.arg("--cert").arg(cert(pem));
+        }
+        let out = cmd
+            .arg(format!("https://localhost:{port}/metrics"))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    assert_eq!(get(Some("client.pem")), 200);
+    assert_eq!(get(Some("other-client.pem")), 0);
+    wait_metric(
+        &d,
+        &setup,
+        "loghogd_tls_refused_total",
+        &by_reason("unknown_ca"),
+        1.0,
+    );
+    assert_eq!(get(None), 0);
+    wait_metric(
+        &d,
+        &setup,
+        "loghogd_tls_refused_total",
+        &by_reason("no_certificate"),
+        1.0,
+    );
+    assert_eq!(d.stat("tls_refused"), 2);
+    wait_metric(
+        &d,
+        &setup,
+        "loghogd_connections_open",
+        &by_input("http"),
+        0.0,
+    );
+    assert_eq!(d.stat("connections"), 3);
+}
+
 /// Connections count as open per input from admission until they close,
 /// on every input with connections, and go back to 0 however they end (a
 /// client's close, the daemon closing one on an oversize frame); HTTP
