@@ -3,8 +3,9 @@
 //! `metrics` scope (issue 14, item 3).
 //!
 //! Everything is read from [`Stats`] at scrape time: the hot paths only add
-//! to atomics, once per chunk or batch. Labels are bounded: drop reasons and
-//! inputs are fixed lists, facilities are the configured ones only.
+//! to atomics, once per chunk or batch. Labels are bounded: drop reasons,
+//! TLS refusal reasons and inputs are fixed lists, facilities are the
+//! configured ones only.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,7 +19,9 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::config::FacilityDb;
-use crate::stats::{Stats, BUCKETS_SECONDS, DROP_REASONS, GAUGES, TRANSPORTS};
+use crate::stats::{
+    Stats, BUCKETS_SECONDS, DROP_REASONS, GAUGES, STREAM_INPUTS, TLS_REFUSALS, TRANSPORTS,
+};
 
 /// Every metric name starts with this.
 const PREFIX: &str = "loghogd_";
@@ -95,7 +98,8 @@ pub fn render(stats: &Stats, extra: &MetricsSources) -> String {
         env!("CARGO_PKG_VERSION")
     );
     stats.for_each(|name, help, value| {
-        if DROP_REASONS.contains(&name) {
+        // Rendered below with a `reason` label; the labels sum to these.
+        if DROP_REASONS.contains(&name) || name == "tls_refused" {
             return;
         }
         if GAUGES.contains(&name) {
@@ -148,6 +152,26 @@ pub fn render(stats: &Stats, extra: &MetricsSources) -> String {
     for (i, input) in TRANSPORTS.iter().enumerate() {
         let v = stats.received_by[i].load(Relaxed);
         sample(&mut out, "input_received_total", &label("input", input), v);
+    }
+    family(
+        &mut out,
+        "tls_refused_total",
+        "counter",
+        "TLS handshakes refused, by reason",
+    );
+    for (i, reason) in TLS_REFUSALS.iter().enumerate() {
+        let v = stats.tls_refused_by[i].load(Relaxed);
+        sample(&mut out, "tls_refused_total", &label("reason", reason), v);
+    }
+    family(
+        &mut out,
+        "connections_open",
+        "gauge",
+        "connections open now, by input",
+    );
+    for (i, input) in STREAM_INPUTS.iter().enumerate() {
+        let v = stats.connections_open[i].load(Relaxed);
+        sample(&mut out, "connections_open", &label("input", input), v);
     }
     let (buckets, count, sum) = stats.compress_seconds.snapshot();
     family(
@@ -295,6 +319,11 @@ mod tests {
         stats.open_files.store(3, Relaxed);
         stats.bad_signature.store(4, Relaxed);
         stats.received_by[Transport::Udp as usize].store(5, Relaxed);
+        stats.count_tls_refusal(crate::stats::TlsRefusal::NotTls);
+        stats.count_tls_refusal(crate::stats::TlsRefusal::NotTls);
+        stats.queued(300, 2);
+        let stats = Arc::new(stats);
+        let _open = stats.open_connection("tls");
         let web = stats.facilities.counter("web:api.v1");
         web.messages.store(7, Relaxed);
         web.bytes.store(700, Relaxed);
@@ -324,6 +353,33 @@ mod tests {
             value(&s, "loghogd_input_received_total", &[("input", "udp")]),
             5.0
         );
+        // TLS refusals only by reason (their sum is the SIGUSR1 total), and
+        // every reason and stream input is present, zero or not.
+        assert_eq!(
+            value(&s, "loghogd_tls_refused_total", &[("reason", "unknown_ca")]),
+            0.0
+        );
+        assert_eq!(
+            value(&s, "loghogd_tls_refused_total", &[("reason", "not_tls")]),
+            2.0
+        );
+        assert_eq!(
+            s.samples
+                .iter()
+                .filter(|x| x.metric == "loghogd_tls_refused_total")
+                .count(),
+            TLS_REFUSALS.len()
+        );
+        assert_eq!(
+            value(&s, "loghogd_connections_open", &[("input", "syslog-tls")]),
+            0.0
+        );
+        assert_eq!(
+            value(&s, "loghogd_connections_open", &[("input", "tls")]),
+            1.0
+        );
+        assert_eq!(value(&s, "loghogd_writer_queue_bytes", &[]), 300.0);
+        assert_eq!(value(&s, "loghogd_writer_queue_messages", &[]), 2.0);
         let api = [("app", "web"), ("module", "api.v1")];
         assert_eq!(value(&s, "loghogd_facility_messages_total", &api), 7.0);
         assert_eq!(value(&s, "loghogd_facility_bytes_total", &api), 700.0);

@@ -3,7 +3,10 @@
 //! Hot paths count locally and add here once per read chunk, so no counter
 //! cache line bounces between cores per message. [`Stats::for_each`] is the
 //! one view of them: the SIGUSR1 line, the tests and the metrics endpoint
-//! all read it.
+//! all read it. Besides the named counters: TLS refusals by reason
+//! ([`TlsRefusal`]), connections open per stream input ([`OpenConnection`],
+//! an RAII guard) and what sits in the writers' queues
+//! (`writer_queue_bytes`/`_messages`, added once per batch).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -28,10 +31,22 @@ pub struct Stats {
     pub udp_dropped: AtomicU64,
     /// Lines lost to write errors (disk full, permissions).
     pub write_errors: AtomicU64,
-    /// TCP and TLS connections accepted.
+    /// Stream connections accepted (LogHog and syslog TCP/TLS, HTTP).
     pub connections: AtomicU64,
-    /// TLS handshakes refused.
+    /// TLS handshakes refused, all reasons: always the sum of
+    /// `tls_refused_by` (both are added by [`Stats::count_tls_refusal`]).
     pub tls_refused: AtomicU64,
+    /// TLS handshakes refused, indexed as [`TLS_REFUSALS`].
+    pub tls_refused_by: [AtomicU64; TLS_REFUSALS.len()],
+    /// Gauge: connections open now, indexed as [`STREAM_INPUTS`]; kept by
+    /// [`OpenConnection`] guards.
+    pub connections_open: [AtomicU64; STREAM_INPUTS.len()],
+    /// Gauge: bytes of formatted lines between the readers and the disk:
+    /// queued for a writer, or held by it (`flush_every`, a failed write
+    /// being retried). Added once per batch sent, taken off once per write.
+    pub writer_queue_bytes: AtomicU64,
+    /// Gauge: the messages those bytes hold.
+    pub writer_queue_messages: AtomicU64,
     /// Lines dropped because their app was at `max_files_per_app`.
     pub too_many_files: AtomicU64,
     /// Lines a reader still held when shutdown left no output to take them.
@@ -72,7 +87,9 @@ pub struct Stats {
     pub listening: AtomicU64,
     /// Gauge: writer tasks holding lines for a retry after a failed write.
     pub writers_faulted: AtomicU64,
-    /// Live files rotated (renamed to a backup).
+    /// Live application log files rotated (renamed to a backup). Every
+    /// such rename is a file writer's (`LogFile::rotate`), so each counts
+    /// once; the daemon's own log is not counted.
     pub rotations: AtomicU64,
     /// Gauge: backups waiting for or under compression.
     pub compress_backlog: AtomicU64,
@@ -143,6 +160,77 @@ pub const TRANSPORTS: [&str; 8] = [
     "http",
 ];
 
+/// The stream inputs whose open connections are counted, in the order of
+/// [`Stats::connections_open`] (names as [`TRANSPORTS`]; HTTPS is `http`).
+pub const STREAM_INPUTS: [&str; 5] = ["tcp", "tls", "syslog-tcp", "syslog-tls", "http"];
+
+/// Why a TLS handshake was refused: a fixed list, so the metric's labels
+/// stay bounded whatever peers send. Names as [`TLS_REFUSALS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRefusal {
+    /// The client sent no certificate.
+    NoCertificate,
+    /// The client's certificate does not chain to `cacert`.
+    UnknownCa,
+    /// The client's certificate expired (or is not valid yet).
+    Expired,
+    /// A signature in the client's chain does not verify.
+    BadSignature,
+    /// Any other fault of the client's certificate (revoked, wrong key
+    /// usage, X.509 v1 from the old scripts, malformed).
+    BadCertificate,
+    /// Not TLS at all: plain frames sent to the TLS port.
+    NotTls,
+    /// TLS, but no version or cipher both sides support.
+    Incompatible,
+    /// The client gave up: an alert, a close or a reset mid-handshake.
+    ClientAborted,
+    /// The handshake did not finish within its timeout.
+    HandshakeTimeout,
+    /// Anything else.
+    Other,
+}
+
+/// Labels of [`TlsRefusal`], in its order.
+pub const TLS_REFUSALS: [&str; 10] = [
+    "no_certificate",
+    "unknown_ca",
+    "expired",
+    "bad_signature",
+    "bad_certificate",
+    "not_tls",
+    "incompatible",
+    "client_aborted",
+    "handshake_timeout",
+    "other",
+];
+
+impl TlsRefusal {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        TLS_REFUSALS[self as usize]
+    }
+}
+
+/// One open connection of a stream input: counted in
+/// [`Stats::connections_open`] from [`Stats::open_connection`] until
+/// dropped, so no exit path of a connection task (an error, a panic, a
+/// task dropped at shutdown) can leave it counted.
+#[derive(Debug)]
+pub struct OpenConnection {
+    stats: Arc<Stats>,
+    /// Index in [`STREAM_INPUTS`]; `None` for an input not counted.
+    slot: Option<usize>,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            self.stats.connections_open[i].fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 /// Per-facility counters, keyed by section name (`app` or `app:module`).
 ///
 /// Readers fetch a facility's [`FacilityCounter`] once when they make a
@@ -209,6 +297,8 @@ pub const GAUGES: &[&str] = &[
     "listening",
     "writers_faulted",
     "compress_backlog",
+    "writer_queue_bytes",
+    "writer_queue_messages",
 ];
 
 /// The counters that count lost messages, one per reason.
@@ -256,6 +346,56 @@ impl Stats {
         out
     }
 
+    /// Counts a refused TLS handshake under `why` and in the total.
+    pub fn count_tls_refusal(&self, why: TlsRefusal) {
+        self.tls_refused_by[why as usize].fetch_add(1, Relaxed);
+        self.tls_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Refused TLS handshakes with the label `reason`, `None` if no such
+    /// reason exists.
+    pub fn tls_refused_for(&self, reason: &str) -> Option<u64> {
+        let i = TLS_REFUSALS.iter().position(|r| *r == reason)?;
+        Some(self.tls_refused_by[i].load(Relaxed))
+    }
+
+    /// Counts a connection of the input named `input` (as
+    /// [`STREAM_INPUTS`]) as open until the guard is dropped. An input not
+    /// in the list gets a guard that counts nothing.
+    pub fn open_connection(self: &Arc<Self>, input: &str) -> OpenConnection {
+        let slot = STREAM_INPUTS.iter().position(|n| *n == input);
+        if let Some(i) = slot {
+            self.connections_open[i].fetch_add(1, Relaxed);
+        }
+        OpenConnection {
+            stats: self.clone(),
+            slot,
+        }
+    }
+
+    /// Connections of `input` open now, `None` if it is not counted.
+    pub fn connections_open_for(&self, input: &str) -> Option<u64> {
+        let i = STREAM_INPUTS.iter().position(|n| *n == input)?;
+        Some(self.connections_open[i].load(Relaxed))
+    }
+
+    /// `bytes` in `messages` were queued for a writer.
+    pub fn queued(&self, bytes: u64, messages: u64) {
+        self.writer_queue_bytes.fetch_add(bytes, Relaxed);
+        self.writer_queue_messages.fetch_add(messages, Relaxed);
+    }
+
+    /// `bytes` in `messages` left the writers' queues: written, dropped, or
+    /// handed back to the reader. Never more than [`Stats::queued`] added.
+    pub fn dequeued(&self, bytes: u64, messages: u64) {
+        if bytes > 0 {
+            self.writer_queue_bytes.fetch_sub(bytes, Relaxed);
+        }
+        if messages > 0 {
+            self.writer_queue_messages.fetch_sub(messages, Relaxed);
+        }
+    }
+
     /// Calls `f(reason, value)` for every counter of dropped messages: each
     /// loss the daemon knows of is counted under exactly one of these.
     pub fn for_each_drop(&self, mut f: impl FnMut(&'static str, u64)) {
@@ -264,7 +404,7 @@ impl Stats {
         }
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 31] {
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 33] {
         [
             (
                 "received",
@@ -308,10 +448,14 @@ impl Stats {
             ),
             (
                 "connections",
-                "TCP and TLS connections accepted",
+                "stream connections accepted (LogHog and syslog TCP/TLS, HTTP)",
                 &self.connections,
             ),
-            ("tls_refused", "TLS handshakes refused", &self.tls_refused),
+            (
+                "tls_refused",
+                "TLS handshakes refused, by reason",
+                &self.tls_refused,
+            ),
             (
                 "too_many_files",
                 "lines dropped: their app was at max_files_per_app",
@@ -390,11 +534,25 @@ impl Stats {
                 "writers holding lines for a retry after a failed write",
                 &self.writers_faulted,
             ),
-            ("rotations", "live files rotated", &self.rotations),
+            (
+                "rotations",
+                "application log files rotated to a backup",
+                &self.rotations,
+            ),
             (
                 "compress_backlog",
                 "backups waiting for or under compression",
                 &self.compress_backlog,
+            ),
+            (
+                "writer_queue_bytes",
+                "bytes of lines queued for or held by the file writers",
+                &self.writer_queue_bytes,
+            ),
+            (
+                "writer_queue_messages",
+                "messages queued for or held by the file writers",
+                &self.writer_queue_messages,
             ),
             (
                 "compress_failures",
@@ -426,5 +584,94 @@ mod tests {
         assert_eq!(s.get("nope"), None);
         s.for_each_drop(|reason, _| assert!(names.contains(&reason), "{reason}"));
         assert!(s.summary().starts_with("received=0 written=7 "));
+        for g in GAUGES {
+            assert!(names.contains(g), "{g}");
+        }
+    }
+
+    #[test]
+    fn tls_refusals_are_a_fixed_list_summed_in_tls_refused() {
+        use TlsRefusal as R;
+        let all = [
+            R::NoCertificate,
+            R::UnknownCa,
+            R::Expired,
+            R::BadSignature,
+            R::BadCertificate,
+            R::NotTls,
+            R::Incompatible,
+            R::ClientAborted,
+            R::HandshakeTimeout,
+            R::Other,
+        ];
+        assert_eq!(all.len(), TLS_REFUSALS.len());
+        let s = Stats::default();
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert_eq!(r.as_str(), TLS_REFUSALS[i]);
+            for _ in 0..=i {
+                s.count_tls_refusal(*r);
+            }
+        }
+        let mut labels = TLS_REFUSALS.to_vec();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), TLS_REFUSALS.len(), "labels are unique");
+        assert_eq!(s.tls_refused_for("no_certificate"), Some(1));
+        assert_eq!(s.tls_refused_for("other"), Some(10));
+        assert_eq!(s.tls_refused_for("nope"), None);
+        let sum: u64 = TLS_REFUSALS
+            .iter()
+            .filter_map(|r| s.tls_refused_for(r))
+            .sum();
+        assert_eq!(s.get("tls_refused"), Some(sum));
+        assert_eq!(sum, 55);
+    }
+
+    #[test]
+    fn open_connections_count_per_input_until_the_guard_drops() {
+        let s = Arc::new(Stats::default());
+        // Every counted input is a transport name, and no datagram one.
+        for input in STREAM_INPUTS {
+            assert!(TRANSPORTS.contains(&input), "{input}");
+            assert!(!input.ends_with("udp") && !input.ends_with("unix"));
+        }
+        let a = s.open_connection("tcp");
+        let b = s.open_connection("tcp");
+        let h = s.open_connection("http");
+        let u = s.open_connection("udp");
+        assert_eq!(s.connections_open_for("tcp"), Some(2));
+        assert_eq!(s.connections_open_for("http"), Some(1));
+        assert_eq!(s.connections_open_for("tls"), Some(0));
+        assert_eq!(s.connections_open_for("udp"), None);
+        drop((a, u));
+        assert_eq!(s.connections_open_for("tcp"), Some(1));
+        // A guard moved into a task that is dropped unpolled still counts
+        // down (the shutdown path of a connection never run).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let task = rt.spawn(async move {
+            let _keep = (b, h);
+            std::future::pending::<()>().await;
+        });
+        task.abort();
+        drop(rt);
+        for input in STREAM_INPUTS {
+            assert_eq!(s.connections_open_for(input), Some(0), "{input}");
+        }
+    }
+
+    #[test]
+    fn queue_gauges_go_up_and_down_by_batch() {
+        let s = Stats::default();
+        s.queued(300, 3);
+        s.queued(100, 1);
+        s.dequeued(250, 2);
+        assert_eq!(s.get("writer_queue_bytes"), Some(150));
+        assert_eq!(s.get("writer_queue_messages"), Some(2));
+        s.dequeued(150, 2);
+        assert_eq!(s.get("writer_queue_bytes"), Some(0));
+        assert_eq!(s.get("writer_queue_messages"), Some(0));
     }
 }

@@ -2,7 +2,8 @@
 //! `GET /metrics` (issue 14, item 4).
 //!
 //! Polls once a second and shows per-facility rates (msg/s, bytes/s) sorted
-//! by rate, drops by reason, open files, connections and the compression
+//! by rate, drops by reason, open files, connections (open now, and
+//! accepted per second), what the writers have queued, and the compression
 //! backlog. `--once` prints one plain-text snapshot (two scrapes one
 //! interval apart, for the rates) and exits: for scripts and tests.
 
@@ -184,8 +185,10 @@ fn draw(f: &mut Frame, target: &Target, prev: &Snapshot, cur: &Snapshot, error: 
             g("writers"),
         )),
         Line::raw(format!(
-            "connections {:.1}/s  compress backlog {}  healthy writes {}",
+            "connections {} open {:.1}/s  queued {}  compress backlog {}  healthy writes {}",
+            g("connections_open"),
             rate("connections_total"),
+            human_size(g("writer_queue_bytes")),
             g("compress_backlog"),
             if g("writers_faulted") == 0.0 {
                 "yes"
@@ -244,12 +247,14 @@ fn render_text(prev: &Snapshot, cur: &Snapshot) -> String {
     let g = |n: &str| cur.values.get(n).copied().unwrap_or(0.0);
     let rate = |n: &str| counter_rate(prev, cur, |s| s.values.get(n).copied());
     let mut out = format!(
-        "received/s {:.1}\nwritten/s {:.1}\nopen_files {}\nwriters {}\nconnections/s {:.1}\ncompress_backlog {}\nwriters_faulted {}\n{}\n",
+        "received/s {:.1}\nwritten/s {:.1}\nopen_files {}\nwriters {}\nconnections_open {}\nconnections/s {:.1}\nwriter_queue_bytes {}\ncompress_backlog {}\nwriters_faulted {}\n{}\n",
         rate("received_total"),
         rate("written_total"),
         g("open_files"),
         g("writers"),
+        g("connections_open"),
         rate("connections_total"),
+        g("writer_queue_bytes"),
         g("compress_backlog"),
         g("writers_faulted"),
         drops_line(cur),
@@ -301,8 +306,13 @@ fn facility_rates(prev: &Snapshot, cur: &Snapshot) -> Vec<FacilityRate> {
 }
 
 fn human_bytes(per_sec: f64) -> String {
+    human_size(per_sec)
+}
+
+/// `1.5KiB` and the like.
+fn human_size(bytes: f64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = per_sec;
+    let mut v = bytes;
     let mut unit = 0;
     while v >= 1024.0 && unit + 1 < UNITS.len() {
         v /= 1024.0;
@@ -460,6 +470,10 @@ fn parse_metrics(text: &str) -> anyhow::Result<Snapshot> {
                 let reason = s.labels.get("reason").unwrap_or("unknown");
                 snap.drops.insert(reason.to_string(), v);
             }
+            // One gauge per input; the view shows them all together.
+            "connections_open" => {
+                *snap.values.entry(name.to_string()).or_default() += v;
+            }
             _ if s.labels.is_empty() => {
                 snap.values.insert(name.to_string(), v);
             }
@@ -493,6 +507,15 @@ mod tests {
             0.0
         );
         assert_eq!(b.drops.get("bad_frames"), Some(&3.0));
+        let open = parse_metrics(
+            "# TYPE loghogd_connections_open gauge\nloghogd_connections_open{input=\"tcp\"} 2\nloghogd_connections_open{input=\"http\"} 1\nloghogd_writer_queue_bytes 1536\n",
+        )
+        .expect("parse");
+        assert_eq!(open.values.get("connections_open"), Some(&3.0));
+        let text = render_text(&open, &open);
+        assert!(text.contains("connections_open 3\n"), "{text}");
+        assert!(text.contains("writer_queue_bytes 1536\n"), "{text}");
+        assert_eq!(human_size(1536.0), "1.5KiB");
         assert!(render_text(&a, &b).contains("drops: bad_frames=3"));
     }
 

@@ -207,10 +207,14 @@ fn spawn_handler(
     let token = token.clone();
     let tls = tls.clone();
     let transport = wire.transport(tls.is_some());
+    // Open from admission to the end of the task, whichever way it ends
+    // (a refused handshake included): the guard is dropped with the task.
+    let open = ctx.router.stats.open_connection(transport.as_str());
     let span = tracing::info_span!("conn", %peer, transport = transport.as_str());
     tracker.spawn(
         async move {
             let _slot = slot;
+            let _open = open;
             handle(stream, peer, tls, wire, ctx, token).await;
         }
         .instrument(span),
@@ -281,7 +285,8 @@ async fn handle(
             let stream = match hs {
                 Ok(Ok(s)) => s,
                 Ok(Err(err)) => {
-                    ctx.router.stats.tls_refused.fetch_add(1, Relaxed);
+                    let why = super::tls::refusal_of(Some(&err));
+                    ctx.router.stats.count_tls_refusal(why);
                     if let Some(suppressed) = ctx.router.limiter.check() {
                         let reason = super::tls::describe_handshake_error(&err);
                         warn!(reason = %esc(&reason), suppressed, "tls handshake refused");
@@ -289,7 +294,8 @@ async fn handle(
                     return;
                 }
                 Err(_) => {
-                    ctx.router.stats.tls_refused.fetch_add(1, Relaxed);
+                    let why = super::tls::refusal_of(None);
+                    ctx.router.stats.count_tls_refusal(why);
                     if let Some(suppressed) = ctx.router.limiter.check() {
                         warn!(
                             reason = "handshake timed out",

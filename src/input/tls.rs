@@ -1,6 +1,7 @@
 //! The TLS listeners' server side (SPEC §9): the mutual-TLS rustls server
 //! config built from `[server] pemfile`/`cacert`, the slot that SIGHUP swaps
-//! it in, and the client subject for the connection's log span.
+//! it in, the client subject for the connection's log span, and the
+//! reason a refused handshake is counted under ([`refusal_of`]).
 //!
 //! Loading and certificate diagnostics live in `loghog_protocol::tls`, which
 //! the client side shares.
@@ -15,6 +16,8 @@ use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::version::{TLS12, TLS13};
 use rustls::{ServerConfig, ServerConnection};
 use tokio_rustls::TlsAcceptor;
+
+use crate::stats::TlsRefusal;
 
 /// The TLS acceptor, swapped on SIGHUP when certificates are reloaded.
 #[derive(Clone)]
@@ -133,6 +136,48 @@ pub(crate) fn load_server_config_with(
 
     tracing::debug!(pemfile = %pemfile.display(), cacert = %cacert.display(), "tls server config loaded");
     Ok(Arc::new(config))
+}
+
+/// The [`TlsRefusal`] a failed handshake is counted under; `None` (the
+/// error) is a handshake that ran out of time.
+///
+/// Kept beside [`describe_handshake_error`], which words the same cases for
+/// the log: the metric label is the fixed-list version of that line.
+pub(crate) fn refusal_of(err: Option<&std::io::Error>) -> TlsRefusal {
+    use rustls::CertificateError as C;
+    use rustls::Error as E;
+    use std::io::ErrorKind as K;
+    let Some(err) = err else {
+        return TlsRefusal::HandshakeTimeout;
+    };
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return match err.kind() {
+            K::TimedOut => TlsRefusal::HandshakeTimeout,
+            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                TlsRefusal::ClientAborted
+            }
+            _ => TlsRefusal::Other,
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => TlsRefusal::NoCertificate,
+        E::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => TlsRefusal::UnknownCa,
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => TlsRefusal::Expired,
+            C::BadSignature => TlsRefusal::BadSignature,
+            _ => TlsRefusal::BadCertificate,
+        },
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => TlsRefusal::NotTls,
+        E::PeerIncompatible(_) => TlsRefusal::Incompatible,
+        E::AlertReceived(_) => TlsRefusal::ClientAborted,
+        _ => TlsRefusal::Other,
+    }
 }
 
 /// The client certificate's subject CN, for the connection's log span (see
@@ -541,8 +586,34 @@ mod tests {
             .unwrap();
         let reason = describe_handshake_error(&err);
         assert!(reason.contains("not a TLS client"), "{reason}");
+        assert_eq!(refusal_of(Some(&err)), TlsRefusal::NotTls);
         let timeout = io::Error::new(io::ErrorKind::TimedOut, "tls handshake timed out");
         assert_eq!(describe_handshake_error(&timeout), "handshake timed out");
+    }
+
+    #[tokio::test]
+    async fn refusals_are_counted_under_their_reason() {
+        let no_cert =
+            ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
+                .with_protocol_versions(&[&TLS13, &TLS12])
+                .unwrap()
+                .with_root_certificates(load_roots(&ca()).unwrap())
+                .with_no_client_auth();
+        for (client, want) in [
+            (Arc::new(no_cert), TlsRefusal::NoCertificate),
+            (client_config("other-client.pem"), TlsRefusal::UnknownCa),
+            (client_config("expired-client.pem"), TlsRefusal::Expired),
+        ] {
+            match exchange(server_config(), client, b"refused").await {
+                Ok(served) => panic!("accepted, received {:?}", served.received),
+                Err(err) => assert_eq!(refusal_of(Some(&err)), want, "{err}"),
+            }
+        }
+        assert_eq!(refusal_of(None), TlsRefusal::HandshakeTimeout);
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(refusal_of(Some(&eof)), TlsRefusal::ClientAborted);
+        let odd = io::Error::other("something else");
+        assert_eq!(refusal_of(Some(&odd)), TlsRefusal::Other);
     }
 
     /// The regression test for lost messages: after the handshake the server

@@ -5,6 +5,9 @@
 //! Readers format lines themselves and hand whole [`Batch`]es over bounded
 //! channels, so an output only appends bytes; a full channel makes TCP
 //! readers wait (backpressure) and UDP readers drop and count.
+//!
+//! A batch is counted in the `writer_queue_*` gauges from the moment a
+//! [`Handle`] queues it until its writer hands it to the OS or drops it.
 
 pub(crate) mod file;
 
@@ -13,6 +16,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::Facility;
+use crate::stats::Stats;
 pub(crate) use file::NoOutput;
 
 /// Formatted lines for one destination, from one reader, in arrival order.
@@ -46,6 +50,47 @@ pub(crate) enum Refused {
 pub(crate) struct Handle {
     /// The file writer's queue.
     tx: mpsc::Sender<file::Command>,
+    /// Where the queue gauges are kept; `None` for a [`Handle::closed`],
+    /// which never queues anything.
+    stats: Option<Arc<Stats>>,
+}
+
+/// A batch counted in the queue gauges while it is being sent: the count
+/// is taken back when the send does not complete (refused, or its future
+/// dropped by a timeout), so only queued batches stay counted. Counted
+/// before the send, not after, so the writer can never take a batch off
+/// the gauges before it was put on.
+struct Enqueued<'a> {
+    stats: Option<&'a Stats>,
+    bytes: u64,
+    messages: u64,
+}
+
+impl<'a> Enqueued<'a> {
+    fn count(stats: Option<&'a Stats>, batch: &Batch) -> Enqueued<'a> {
+        let e = Enqueued {
+            stats,
+            bytes: batch.data.len() as u64,
+            messages: u64::from(batch.count),
+        };
+        if let Some(s) = e.stats {
+            s.queued(e.bytes, e.messages);
+        }
+        e
+    }
+
+    /// The batch is in the queue: its writer takes it off the gauges.
+    fn queued(mut self) {
+        self.stats = None;
+    }
+}
+
+impl Drop for Enqueued<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.stats {
+            s.dequeued(self.bytes, self.messages);
+        }
+    }
 }
 
 // === impl Handle ===
@@ -55,6 +100,7 @@ impl Handle {
     pub(crate) fn closed() -> Handle {
         Handle {
             tx: mpsc::channel(1).0,
+            stats: None,
         }
     }
 
@@ -63,10 +109,14 @@ impl Handle {
     /// # Errors
     /// The batch back, when the output is gone.
     pub(crate) async fn send(&self, batch: Batch) -> Result<(), Refused> {
-        self.tx
-            .send(file::Command::Write(batch))
-            .await
-            .map_err(|mpsc::error::SendError(cmd)| Refused::Closed(cmd.into_batch()))
+        let counted = Enqueued::count(self.stats.as_deref(), &batch);
+        match self.tx.send(file::Command::Write(batch)).await {
+            Ok(()) => {
+                counted.queued();
+                Ok(())
+            }
+            Err(mpsc::error::SendError(cmd)) => Err(Refused::Closed(cmd.into_batch())),
+        }
     }
 
     /// Queues `batch` if there is room now.
@@ -74,12 +124,15 @@ impl Handle {
     /// # Errors
     /// The batch back, saying whether the queue was full or the output gone.
     pub(crate) fn try_send(&self, batch: Batch) -> Result<(), Refused> {
-        self.tx
-            .try_send(file::Command::Write(batch))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(cmd) => Refused::Full(cmd.into_batch()),
-                mpsc::error::TrySendError::Closed(cmd) => Refused::Closed(cmd.into_batch()),
-            })
+        let counted = Enqueued::count(self.stats.as_deref(), &batch);
+        match self.tx.try_send(file::Command::Write(batch)) {
+            Ok(()) => {
+                counted.queued();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(cmd)) => Err(Refused::Full(cmd.into_batch())),
+            Err(mpsc::error::TrySendError::Closed(cmd)) => Err(Refused::Closed(cmd.into_batch())),
+        }
     }
 }
 
@@ -104,6 +157,9 @@ impl Outputs {
         host: Option<&str>,
     ) -> Result<Handle, NoOutput> {
         let tx = self.files.sender_for(facility, host)?;
-        Ok(Handle { tx })
+        Ok(Handle {
+            tx,
+            stats: Some(self.files.ctx().stats.clone()),
+        })
     }
 }

@@ -32,7 +32,7 @@ const BIG_DEADLINE: Duration = Duration::from_secs(120);
 // === fixtures ===
 
 /// `tests/certs/{name}`.
-fn cert(name: &str) -> PathBuf {
+pub(crate) fn cert(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/certs")
         .join(name)
@@ -46,7 +46,7 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// `[server]` lines for one TLS listener on an ephemeral port.
-fn tls_server(pemfile: &Path, cacert: &Path) -> String {
+pub(crate) fn tls_server(pemfile: &Path, cacert: &Path) -> String {
     format!(
         "listen_ipv4_ssl = 127.0.0.1:0\npemfile = {}\ncacert = {}",
         pemfile.display(),
@@ -80,17 +80,17 @@ fn client_config_with(
 }
 
 /// The client config the daemon's users get: `loghog::tls::client_config`.
-fn client_config(pem: &Path, ca: &Path) -> Arc<ClientConfig> {
+pub(crate) fn client_config(pem: &Path, ca: &Path) -> Arc<ClientConfig> {
     loghog::tls::client_config(pem, ca, true)
         .unwrap_or_else(|e| panic!("client config {}: {e}", pem.display()))
 }
 
 /// `client.pem` trusting `loghog-ca`: the fixture client that must get through.
-fn good_config() -> Arc<ClientConfig> {
+pub(crate) fn good_config() -> Arc<ClientConfig> {
     client_config(&cert("client.pem"), &cert("loghog-ca.cert"))
 }
 
-fn roots(ca: &Path) -> RootCertStore {
+pub(crate) fn roots(ca: &Path) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -126,7 +126,7 @@ impl Write for Counted {
 }
 
 /// A LogHog TLS client: handshakes, then only writes, like the Python client.
-struct TlsClient {
+pub(crate) struct TlsClient {
     tls: StreamOwned<ClientConnection, Counted>,
     /// A second handle on the socket, for raw checks rustls must not see.
     raw: TcpStream,
@@ -137,7 +137,7 @@ struct TlsClient {
 impl TlsClient {
     /// Connects and completes the handshake (as far as the client can tell:
     /// in TLS 1.3 the server judges the client certificate afterwards).
-    fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsClient> {
+    pub(crate) fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsClient> {
         TlsClient::handshake(connect(addr), config)
     }
 
@@ -166,7 +166,7 @@ impl TlsClient {
     }
 
     /// Writes `bytes` (rustls never reads the socket here).
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.tls.write_all(bytes)?;
         self.tls.flush()
     }
@@ -189,7 +189,7 @@ impl TlsClient {
     /// the raw socket up to the server's own close and returns every byte the
     /// server sent after the handshake. The daemon must close (it reads to
     /// EOF) and must have sent nothing.
-    fn finish(self) -> usize {
+    pub(crate) fn finish(self) -> usize {
         assert_eq!(
             self.tls.sock.read, self.handshake_bytes,
             "rustls read after the handshake"
@@ -215,7 +215,7 @@ impl TlsClient {
 }
 
 /// Frames for app `app`, root module, with bodies `{prefix}{i}`.
-fn batch(prefix: &str, range: std::ops::Range<usize>) -> Vec<u8> {
+pub(crate) fn batch(prefix: &str, range: std::ops::Range<usize>) -> Vec<u8> {
     range
         .flat_map(|i| simple("app", &format!("{prefix}{i}")))
         .collect()
@@ -387,7 +387,7 @@ fn refusal_case(reason: &str, bad: impl FnOnce(SocketAddr) -> TcpStream) {
 
 /// Connects with `config`, tries to send `bad` messages whatever the client
 /// thinks of its handshake, and returns the socket.
-fn attempt_tls(addr: SocketAddr, config: Arc<ClientConfig>) -> TcpStream {
+pub(crate) fn attempt_tls(addr: SocketAddr, config: Arc<ClientConfig>) -> TcpStream {
     let tcp = connect(addr);
     let keep = tcp.try_clone().unwrap();
     if let Ok(mut c) = TlsClient::handshake(tcp, config) {

@@ -586,9 +586,20 @@ impl InProcess {
         setup: &Setup,
         adjust: impl FnOnce(&mut loghogd::config::Config),
     ) -> InProcess {
+        InProcess::start_with_clock(setup, adjust, loghogd::clock::Clock::system())
+    }
+
+    /// As [`InProcess::start_with`], with rotation reading `clock` (a test
+    /// moves it to make a schedule due).
+    pub fn start_with_clock(
+        setup: &Setup,
+        adjust: impl FnOnce(&mut loghogd::config::Config),
+        clock: loghogd::clock::Clock,
+    ) -> InProcess {
         let (config, facilities, listeners) = load_and_bind(setup, adjust);
         let addrs = listeners.addrs();
         let (remote, control) = loghogd::daemon::control();
+        let control = control.with_clock(clock);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (rt_tx, rt_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {

@@ -502,12 +502,18 @@ async fn accept_loop(
             }
             continue; // dropping the stream closes it
         };
+        let stats = &server.state.router.stats;
+        stats
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let open = stats.open_connection(crate::record::Transport::Http.as_str());
         let server = server.clone();
         let token = token.clone();
         tracker.spawn(async move {
             if let Err(err) = serve(stream, addr, &server, token).await {
                 debug!(peer = %addr, cause = %err, "http connection ended");
             }
+            drop(open);
             drop(permit);
         });
     }
@@ -536,18 +542,18 @@ async fn serve(
             let tls_stream = match tokio::time::timeout(server.header_timeout, handshake).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    server
-                        .state
-                        .router
-                        .stats
-                        .tls_refused
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let why = crate::input::tls::refusal_of(Some(&e));
+                    server.state.router.stats.count_tls_refusal(why);
                     if let Some(suppressed) = server.state.limiter.check() {
                         warn!(peer = %addr, cause = %e, suppressed, "https handshake refused");
                     }
                     return Ok(());
                 }
-                Err(_) => return Err("tls handshake timed out".to_owned()),
+                Err(_) => {
+                    let why = crate::input::tls::refusal_of(None);
+                    server.state.router.stats.count_tls_refusal(why);
+                    return Err("tls handshake timed out".to_owned());
+                }
             };
             let client_cert = tls_stream
                 .get_ref()

@@ -252,6 +252,11 @@ async fn rotate(writers: &Writers, path: &Path, facility: &Arc<Facility>) {
 /// quiet, whose backups keep its entry): only its state moves on, here,
 /// instead of starting a writer task for it every time it is due. `false`
 /// when the file exists after all (its writer rotates it).
+///
+/// Nothing is renamed here, ever: a live file that appears meanwhile (its
+/// host is back) was started after the due time, so it belongs to the new
+/// period, and a rename from here would pull it from under its new writer.
+/// So every rotation is a writer's, counted once in `rotations`.
 async fn move_state_of_missing_file(writers: &Writers, path: &Path) -> bool {
     let ctx = writers.ctx().clone();
     let path = path.to_path_buf();
@@ -260,8 +265,16 @@ async fn move_state_of_missing_file(writers: &Writers, path: &Path) -> bool {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             _ => return false,
         }
-        // No file: nothing is renamed, the state moves to the next period.
-        let _ = rotation::rotate_file_beneath(&ctx.logdir, &path, &ctx.state, ctx.clock.now());
+        let now = ctx.clock.now();
+        let mut db = rotation::lock(&ctx.state);
+        let started = db.get(&path).map_or(now, |st| st.started);
+        db.set(
+            &path,
+            FileState {
+                started,
+                last_rotation: Some(now),
+            },
+        );
         true
     })
     .await;

@@ -252,6 +252,7 @@ impl LogFile {
 
     fn push(&mut self, b: Batch) {
         if b.count == 0 {
+            self.dequeued(b.data.len(), 0);
             return;
         }
         self.pending_bytes += b.data.len();
@@ -260,12 +261,19 @@ impl LogFile {
         self.pending_counts.push(b.count);
     }
 
+    /// Takes lines off the queue gauges: `bytes` in `messages` of what the
+    /// readers queued left `pending` (written, or dropped and counted).
+    fn dequeued(&self, bytes: usize, messages: u32) {
+        self.ctx.stats.dequeued(bytes as u64, u64::from(messages));
+    }
+
     /// Drops everything pending, counting it as lost to write errors.
     fn discard_pending(&mut self) {
         self.ctx
             .stats
             .write_errors
             .fetch_add(u64::from(self.pending_count), Relaxed);
+        self.dequeued(self.pending_bytes, self.pending_count);
         self.pending.clear();
         self.pending_counts.clear();
         self.pending_count = 0;
@@ -383,6 +391,7 @@ impl LogFile {
         match result {
             Ok(written) => {
                 let count = self.pending_count;
+                self.dequeued(self.pending_bytes, count);
                 self.pending.clear();
                 self.pending_counts.clear();
                 self.pending_count = 0;
@@ -563,8 +572,10 @@ impl LogFile {
         }
         self.pending.drain(..whole);
         self.pending_counts.drain(..whole);
+        let before = self.pending_bytes;
         self.pending_bytes = self.pending.iter().map(Vec::len).sum();
         self.pending_count -= done;
+        self.dequeued(before.saturating_sub(self.pending_bytes), done);
         done
     }
 
