@@ -133,15 +133,7 @@ pub(super) fn read_syslog(
 mod tests {
     use std::path::Path;
 
-    use crate::config::{Config, Overrides};
-
-    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
-        Config::parse(
-            text,
-            Path::new("/etc/loghogd/loghogd.conf"),
-            &Overrides::default(),
-        )
-    }
+    use crate::config::testing::{assert_errors, parse};
 
     #[test]
     fn off_unless_listed() {
@@ -179,7 +171,7 @@ mod tests {
 
     #[test]
     fn errors_name_file_key_and_fix() {
-        for (text, key, fix) in [
+        assert_errors(&[
             ("[syslog]\nlisten_udp = 1.2.3.4:x\n", "listen_udp", "not a port"),
             ("[syslog]\nlisten_tls = 127.0.0.1\n", "listen_tls", "pemfile and cacert"),
             ("[syslog]\nunix_socket_mode = 999\n", "unix_socket_mode", "octal"),
@@ -190,11 +182,6 @@ mod tests {
                 "[syslog]",
                 "another port",
             ),
-        ] {
-            let e = parse(text).unwrap_err().to_string();
-            assert!(e.contains("/etc/loghogd/loghogd.conf"), "{e}");
-            assert!(e.contains(key), "{e}");
-            assert!(e.contains(fix), "{e}");
-        }
+        ]);
     }
 }

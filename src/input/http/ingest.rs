@@ -78,6 +78,17 @@ fn busy(msg: String) -> Response {
     r
 }
 
+/// Who sent an ingest request; 401 before the body is read when nobody
+/// (the app, and so the exact `write:` scope, is only known from the body).
+fn writer(state: &HttpState, peer: &Peer, headers: &HeaderMap) -> Result<Principal, Response> {
+    match authenticate(state, peer, headers) {
+        Principal::Nobody => {
+            Err(super::Denied::Unauthenticated(Scope::Write("APP".into())).into_response())
+        }
+        p => Ok(p),
+    }
+}
+
 /// Reads the whole body under `max_body` and the body timeout.
 async fn read_body(
     state: &HttpState,
@@ -289,10 +300,10 @@ pub(crate) async fn logs(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let principal = authenticate(&state, &peer, &headers);
-    if matches!(principal, Principal::Nobody) {
-        return super::Denied::Unauthenticated(Scope::Write("APP".into())).into_response();
-    }
+    let principal = match writer(&state, &peer, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -391,10 +402,10 @@ pub(crate) async fn daedalus(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let principal = authenticate(&state, &peer, &headers);
-    if matches!(principal, Principal::Nobody) {
-        return super::Denied::Unauthenticated(Scope::Write("APP".into())).into_response();
-    }
+    let principal = match writer(&state, &peer, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let bytes = match read_body(&state, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
