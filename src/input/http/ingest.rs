@@ -24,7 +24,7 @@ use loghog_protocol::normalize_module;
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{authenticate, HttpState, Peer, Principal, Scope};
+use super::{authenticate, Denied, HttpState, Peer, Principal, Scope};
 use crate::config::{Facility, FacilityDb};
 use crate::record::{Auth, Record, Transport};
 use crate::router::Router;
@@ -80,11 +80,9 @@ fn busy(msg: String) -> Response {
 
 /// Who sent an ingest request; 401 before the body is read when nobody
 /// (the app, and so the exact `write:` scope, is only known from the body).
-fn writer(state: &HttpState, peer: &Peer, headers: &HeaderMap) -> Result<Principal, Response> {
+fn writer(state: &HttpState, peer: &Peer, headers: &HeaderMap) -> Result<Principal, Denied> {
     match authenticate(state, peer, headers) {
-        Principal::Nobody => {
-            Err(super::Denied::Unauthenticated(Scope::Write("APP".into())).into_response())
-        }
+        Principal::Nobody => Err(Denied::Unauthenticated(Scope::Write("APP".into()))),
         p => Ok(p),
     }
 }
@@ -302,7 +300,7 @@ pub(crate) async fn logs(
 ) -> Response {
     let principal = match writer(&state, &peer, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(denied) => return denied.into_response(),
     };
     let kind = headers
         .get(header::CONTENT_TYPE)
@@ -404,7 +402,7 @@ pub(crate) async fn daedalus(
 ) -> Response {
     let principal = match writer(&state, &peer, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(denied) => return denied.into_response(),
     };
     let bytes = match read_body(&state, &headers, body).await {
         Ok(b) => b,
