@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{parse_addrs, ConfigError, Family, Reader};
+use super::{ConfigError, Reader};
 
 /// The keys `[http]` knows.
 pub(super) const KEYS: &[&str] = &[
@@ -143,25 +143,7 @@ impl HttpSection {
 pub(super) fn read_http(r: &Reader<'_>, has_tls_files: bool) -> Result<HttpSection, ConfigError> {
     let d = HttpSection::default();
     let port = r.number("default_port", DEFAULT_PORT, 0, 65535)? as u16;
-    let mut listen = Vec::new();
-    if let Some(entry) = r.section.and_then(|s| s.get("listen")) {
-        for item in entry
-            .value
-            .split(',')
-            .map(str::trim)
-            .filter(|i| !i.is_empty())
-        {
-            let family = if item.starts_with('[') || item.matches(':').count() > 1 {
-                Family::V6
-            } else {
-                Family::V4
-            };
-            let mut one = parse_addrs(item, family, port).map_err(|problem| {
-                r.error("listen", format!("listen = \"{}\": {problem}", entry.value))
-            })?;
-            listen.append(&mut one);
-        }
-    }
+    let listen = r.mixed_addrs("listen", port)?;
     let secs = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
         Ok(Duration::from_secs(r.number(
             key,

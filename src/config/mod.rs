@@ -620,6 +620,34 @@ impl Reader<'_> {
         }
     }
 
+    /// The addresses of `key`, comma-separated, IPv4 and IPv6 mixed (the
+    /// keys of the new sections, which have no old per-family layout to
+    /// keep): each item is checked by its own family, and one without a
+    /// port gets `port`. Empty when the key is absent.
+    fn mixed_addrs(&self, key: &str, port: u16) -> Result<Vec<SocketAddr>, ConfigError> {
+        let Some(entry) = self.section.and_then(|s| s.get(key)) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in entry
+            .value
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let family = if item.starts_with('[') || item.matches(':').count() > 1 {
+                Family::V6
+            } else {
+                Family::V4
+            };
+            let mut one = parse_addrs(item, family, port).map_err(|problem| {
+                self.error(key, format!("{key} = \"{}\": {problem}", entry.value))
+            })?;
+            out.append(&mut one);
+        }
+        Ok(out)
+    }
+
     /// The path, resolved against the directory of loghogd.conf and
     /// normalized (no `.` or `..` left), so one file has one name in logs
     /// and in the rotation state.
