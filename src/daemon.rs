@@ -3,8 +3,8 @@
 //! `server::run`); [`main`] is the binary's wiring around it: load the
 //! config, bind, drop privileges, turn signals into [`Remote`] requests.
 //!
-//! Signals (SPEC §8): SIGHUP reloads facilities.conf (and TLS certificates)
-//! and reopens files, keeping the old config if the new one is broken;
+//! Signals (SPEC §8): SIGHUP reloads facilities.conf (and TLS certificates
+//! and the `[http]` tokens file) and reopens files, keeping the old config if the new one is broken;
 //! SIGTERM/SIGINT stop accepting, drain what peers already sent, flush and
 //! sync every file, remove the pid file. SIGUSR1 logs the counters.
 //! The only module that uses `anyhow`.
@@ -226,8 +226,9 @@ async fn forward_signals(mut signals: signal_hook_tokio::Signals, remote: Remote
 /// SIGHUP and SIGUSR1, tests call them directly.
 #[derive(Debug)]
 enum Request {
-    /// Re-read facilities.conf and the TLS files, reopen every file; the
-    /// reply says whether facilities.conf was taken.
+    /// Re-read facilities.conf, the TLS files and the `[http]` tokens
+    /// file, reopen every file; the reply (sent after all of it) says
+    /// whether facilities.conf was taken.
     Reload(Option<oneshot::Sender<Result<(), String>>>),
     /// Log the counters.
     LogStats,
@@ -416,7 +417,7 @@ pub async fn run(
         let state = Arc::new(input::http::HttpState::new(
             inputs.router.clone(),
             &config.http,
-            http_tokens,
+            http_tokens.clone(),
         ));
         input::http::run(
             http_listeners,
@@ -464,6 +465,9 @@ pub async fn run(
                     http_tls.as_ref(),
                 )
                 .await;
+                if let (Some(slot), Some(path)) = (&http_tokens, &config.http.tokens_file) {
+                    reload_tokens(path, slot).await;
+                }
                 count_reload(&stats, &fac_tx, res.is_ok());
                 writers.reopen_all().await;
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -602,6 +606,31 @@ async fn reload(
     res
 }
 
+/// Re-reads the `[http]` tokens file into `slot` (a blocking read under
+/// the reload timeout, as for facilities.conf); a broken or unreadable file
+/// is refused with one line naming the file, the line and the fix, and the
+/// old tokens stay. Applied, it holds for the next request.
+async fn reload_tokens(path: &Path, slot: &input::http::TokenSlot) {
+    let p = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || input::http::Tokens::load(&p));
+    let loaded = match tokio::time::timeout(RELOAD_READ_TIMEOUT, read).await {
+        Ok(Ok(res)) => res.map_err(|e| e.to_string()),
+        Ok(Err(join)) => Err(format!("reading {} failed: {join}", path.display())),
+        Err(_) => Err(format!(
+            "{}: not read within {RELOAD_READ_TIMEOUT:?}",
+            path.display()
+        )),
+    };
+    match loaded {
+        Ok(tokens) => {
+            let (n, certs) = tokens.counts();
+            slot.replace(tokens);
+            info!(tokens = n, certificates = certs, "http tokens reloaded");
+        }
+        Err(err) => error!("http tokens reload failed, keeping the old tokens: {err}"),
+    }
+}
+
 /// Counts a reload for the metrics; an applied one also drops the
 /// per-facility counters of sections it removed (bounded labels).
 fn count_reload(stats: &Stats, fac_tx: &watch::Sender<Arc<FacilityDb>>, applied: bool) {
@@ -633,10 +662,11 @@ fn tls_setup(config: &Config) -> Result<Option<TlsSetup>, ConfigError> {
 
 /// The `[http]` listener's TLS config (`tls = yes`: the `[server]`
 /// certificates; clients without a certificate are let through to token
-/// authentication when there is a `tokens_file`) and its tokens.
+/// authentication when there is a `tokens_file`) and its tokens, in the
+/// slot a reload swaps.
 fn http_setup(
     config: &Config,
-) -> Result<(Option<TlsSetup>, Option<input::http::Tokens>), ConfigError> {
+) -> Result<(Option<TlsSetup>, Option<input::http::TokenSlot>), ConfigError> {
     let http = &config.http;
     if !http.is_enabled() {
         return Ok((None, None));
@@ -650,7 +680,8 @@ fn http_setup(
         .tokens_file
         .as_deref()
         .map(input::http::Tokens::load)
-        .transpose()?;
+        .transpose()?
+        .map(input::http::TokenSlot::new);
     Ok((tls, tokens))
 }
 

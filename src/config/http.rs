@@ -3,12 +3,16 @@
 //! `listen` is set. Authentication is never optional off loopback: mutual
 //! TLS (`tls = yes`, the `[server]` certificates) and/or bearer tokens
 //! (`tokens_file`); anonymous access needs an explicit opt-in on loopback.
+//! Also the scope names ([`Grant`]) that `cert_scopes` and the tokens file
+//! share, so both are checked by one parser.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{parse_addrs, ConfigError, Family, Reader};
+use super::{ConfigError, Reader};
 
 /// The keys `[http]` knows.
 pub(super) const KEYS: &[&str] = &[
@@ -17,6 +21,7 @@ pub(super) const KEYS: &[&str] = &[
     "tls",
     "tokens_file",
     "allow_anonymous_on_loopback",
+    "cert_scopes",
     "max_body",
     "header_timeout",
     "body_timeout",
@@ -30,6 +35,59 @@ const DEFAULT_MAX_BODY: u64 = 1 << 20;
 /// Largest `max_body`: the whole body is held while it is checked.
 const MAX_MAX_BODY: u64 = 256 << 20;
 
+/// One scope a credential is given: in the tokens file (after a token's
+/// hash or a `cert:CN`), in `cert_scopes`, or by anonymous access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// `write:*`: write messages for every application.
+    WriteAll,
+    /// `write:APP`.
+    Write(String),
+    /// `read:*`: read every application's logs (the viewer).
+    ReadAll,
+    /// `read:APP`.
+    Read(String),
+    /// `metrics`: `/metrics` and `/healthz`.
+    Metrics,
+}
+
+/// What an unknown scope's error says to use instead.
+pub(crate) const SCOPE_NAMES: &str = "write:APP, write:*, read:APP, read:* or metrics";
+
+// === impl Grant ===
+
+impl Grant {
+    /// A scope by its name; `None` for anything else (including `write:`).
+    pub fn parse(s: &str) -> Option<Grant> {
+        match s {
+            "metrics" => Some(Grant::Metrics),
+            "write:*" => Some(Grant::WriteAll),
+            "read:*" => Some(Grant::ReadAll),
+            _ => {
+                if let Some(app) = s.strip_prefix("write:").filter(|a| !a.is_empty()) {
+                    Some(Grant::Write(app.to_owned()))
+                } else {
+                    s.strip_prefix("read:")
+                        .filter(|a| !a.is_empty())
+                        .map(|app| Grant::Read(app.to_owned()))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Grant::WriteAll => f.write_str("write:*"),
+            Grant::Write(app) => write!(f, "write:{app}"),
+            Grant::ReadAll => f.write_str("read:*"),
+            Grant::Read(app) => write!(f, "read:{app}"),
+            Grant::Metrics => f.write_str("metrics"),
+        }
+    }
+}
+
 /// `[http]`: the HTTP listener (none by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSection {
@@ -40,9 +98,13 @@ pub struct HttpSection {
     pub tls: bool,
     /// Bearer tokens, stored as SHA-256 hashes with their scopes.
     pub tokens_file: Option<PathBuf>,
-    /// Requests without credentials get every scope: only allowed when
-    /// every `listen` address is a loopback one.
+    /// Requests without credentials get `write:*` and `metrics` (never
+    /// `read:`): only allowed when every `listen` address is a loopback one.
     pub allow_anonymous_on_loopback: bool,
+    /// Scopes of a verified client certificate that has no `cert:` line in
+    /// the tokens file (default `write:*`: certificates from
+    /// loghog-client-cert are for application hosts, which write).
+    pub cert_scopes: Arc<[Grant]>,
     /// Largest request body, bytes (413 past it).
     pub max_body_bytes: usize,
     /// Time allowed for a request's head (and a TLS handshake).
@@ -60,6 +122,7 @@ impl Default for HttpSection {
             tls: false,
             tokens_file: None,
             allow_anonymous_on_loopback: false,
+            cert_scopes: Arc::new([Grant::WriteAll]),
             max_body_bytes: DEFAULT_MAX_BODY as usize,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
@@ -80,25 +143,7 @@ impl HttpSection {
 pub(super) fn read_http(r: &Reader<'_>, has_tls_files: bool) -> Result<HttpSection, ConfigError> {
     let d = HttpSection::default();
     let port = r.number("default_port", DEFAULT_PORT, 0, 65535)? as u16;
-    let mut listen = Vec::new();
-    if let Some(entry) = r.section.and_then(|s| s.get("listen")) {
-        for item in entry
-            .value
-            .split(',')
-            .map(str::trim)
-            .filter(|i| !i.is_empty())
-        {
-            let family = if item.starts_with('[') || item.matches(':').count() > 1 {
-                Family::V6
-            } else {
-                Family::V4
-            };
-            let mut one = parse_addrs(item, family, port).map_err(|problem| {
-                r.error("listen", format!("listen = \"{}\": {problem}", entry.value))
-            })?;
-            listen.append(&mut one);
-        }
-    }
+    let listen = r.mixed_addrs("listen", port)?;
     let secs = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
         Ok(Duration::from_secs(r.number(
             key,
@@ -107,7 +152,12 @@ pub(super) fn read_http(r: &Reader<'_>, has_tls_files: bool) -> Result<HttpSecti
             3600,
         )?))
     };
+    let cert_scopes = match r.str("cert_scopes") {
+        None => d.cert_scopes.clone(),
+        Some(v) => parse_cert_scopes(v).map_err(|problem| r.error("cert_scopes", problem))?,
+    };
     let section = HttpSection {
+        cert_scopes,
         tls: r.bool("tls", false)?,
         tokens_file: r.path("tokens_file")?,
         allow_anonymous_on_loopback: r.bool("allow_anonymous_on_loopback", false)?,
@@ -160,20 +210,35 @@ pub(super) fn read_http(r: &Reader<'_>, has_tls_files: bool) -> Result<HttpSecti
     Ok(section)
 }
 
+/// `cert_scopes`: scope names separated by spaces or commas.
+fn parse_cert_scopes(value: &str) -> Result<Arc<[Grant]>, String> {
+    let mut grants = Vec::new();
+    for word in value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        match Grant::parse(word) {
+            Some(g) => grants.push(g),
+            None => {
+                return Err(format!(
+                    "cert_scopes: \"{word}\" is not a scope; use {SCOPE_NAMES}"
+                ))
+            }
+        }
+    }
+    if grants.is_empty() {
+        return Err("cert_scopes is empty; list scopes (e.g. write:*), or remove the line for the default write:*".to_owned());
+    }
+    Ok(grants.into())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::config::{Config, Overrides};
-
-    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
-        Config::parse(
-            text,
-            Path::new("/etc/loghogd/loghogd.conf"),
-            &Overrides::default(),
-        )
-    }
+    use super::Grant;
+    use crate::config::testing::{assert_errors, parse};
 
     #[test]
     fn off_unless_listed() {
@@ -217,7 +282,7 @@ mod tests {
 
     #[test]
     fn errors_name_file_key_and_fix() {
-        for (text, key, fix) in [
+        assert_errors(&[
             (
                 "[http]\nlisten = 0.0.0.0\n",
                 "listen",
@@ -245,11 +310,36 @@ mod tests {
             ),
             ("[http]\nlisten = 127.0.0.1:x\n", "listen", "not a port"),
             ("[http]\nmax_body = 1\n", "max_body", "whole number"),
-        ] {
-            let e = parse(text).unwrap_err().to_string();
-            assert!(e.contains("/etc/loghogd/loghogd.conf"), "{e}");
-            assert!(e.contains(key), "{e}");
-            assert!(e.contains(fix), "{e}");
+            (
+                "[http]\ncert_scopes = write:* metrix\n",
+                "cert_scopes (line 2)",
+                "\"metrix\" is not a scope; use write:APP",
+            ),
+            (
+                "[http]\ncert_scopes = write:\n",
+                "cert_scopes",
+                "not a scope",
+            ),
+            ("[http]\ncert_scopes = ,\n", "cert_scopes", "list scopes"),
+        ]);
+    }
+
+    #[test]
+    fn cert_scopes_default_to_write_all_and_are_read() {
+        assert_eq!(&*parse("").unwrap().http.cert_scopes, [Grant::WriteAll]);
+        let c = parse("[http]\ncert_scopes = write:app-a, metrics read:*\n").unwrap();
+        assert_eq!(
+            &*c.http.cert_scopes,
+            [Grant::Write("app-a".into()), Grant::Metrics, Grant::ReadAll]
+        );
+        for name in ["write:*", "write:x", "read:*", "read:x", "metrics"] {
+            assert_eq!(
+                Grant::parse(name).map(|g| g.to_string()).as_deref(),
+                Some(name)
+            );
+        }
+        for bad in ["write:", "read:", "metric", "WRITE:*", ""] {
+            assert_eq!(Grant::parse(bad), None, "{bad}");
         }
     }
 }

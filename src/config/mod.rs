@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use facility::{Facility, FacilityDb, SyncPolicy};
-pub use http::HttpSection;
+pub use http::{Grant, HttpSection};
 pub use syslog::SyslogSection;
 pub use warning::ConfigWarning;
 
@@ -620,6 +620,34 @@ impl Reader<'_> {
         }
     }
 
+    /// The addresses of `key`, comma-separated, IPv4 and IPv6 mixed (the
+    /// keys of the new sections, which have no old per-family layout to
+    /// keep): each item is checked by its own family, and one without a
+    /// port gets `port`. Empty when the key is absent.
+    fn mixed_addrs(&self, key: &str, port: u16) -> Result<Vec<SocketAddr>, ConfigError> {
+        let Some(entry) = self.section.and_then(|s| s.get(key)) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in entry
+            .value
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let family = if item.starts_with('[') || item.matches(':').count() > 1 {
+                Family::V6
+            } else {
+                Family::V4
+            };
+            let mut one = parse_addrs(item, family, port).map_err(|problem| {
+                self.error(key, format!("{key} = \"{}\": {problem}", entry.value))
+            })?;
+            out.append(&mut one);
+        }
+        Ok(out)
+    }
+
     /// The path, resolved against the directory of loghogd.conf and
     /// normalized (no `.` or `..` left), so one file has one name in logs
     /// and in the rotation state.
@@ -815,8 +843,39 @@ fn parse_addr(item: &str, family: Family, default_port: u16) -> Result<SocketAdd
         .ok_or_else(|| format!("\"{host}\" has no {want} address; use an IP address"))
 }
 
+/// What the section parsers' unit tests share: loghogd.conf text parsed as
+/// /etc/loghogd/loghogd.conf, and the check that errors name the file, the
+/// key and the fix.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use super::{Config, ConfigError, Overrides};
+
+    /// `text` as /etc/loghogd/loghogd.conf, without overrides.
+    pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            Path::new("/etc/loghogd/loghogd.conf"),
+            &Overrides::default(),
+        )
+    }
+
+    /// Every `(text, key, fix)`: `text` is refused with an error that names
+    /// the file, `key` and `fix`.
+    pub(crate) fn assert_errors(cases: &[(&str, &str, &str)]) {
+        for (text, key, fix) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("/etc/loghogd/loghogd.conf"), "{e}");
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains(fix), "{e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::parse;
     use super::*;
 
     /// The old daemon's shipped loghogd.conf, verbatim.
@@ -860,14 +919,6 @@ cacert = certs/loghog-ca.cert
 ; listen_ipv6_ssl = [::1]
 listen_ipv6_ssl = 
 ";
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(
-            text,
-            Path::new("/etc/loghogd/loghogd.conf"),
-            &Overrides::default(),
-        )
-    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()

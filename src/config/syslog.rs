@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{parse_addrs, ConfigError, Family, Reader};
+use super::{ConfigError, Reader};
 
 /// The keys `[syslog]` knows.
 pub(super) const KEYS: &[&str] = &[
@@ -59,29 +59,7 @@ pub(super) fn read_syslog(
 ) -> Result<SyslogSection, ConfigError> {
     let addrs = |key: &str, port_key: &str, default_port: u64| -> Result<_, ConfigError> {
         let port = r.number(port_key, default_port, 0, 65535)? as u16;
-        let Some(entry) = r.section.and_then(|s| s.get(key)) else {
-            return Ok(Vec::new());
-        };
-        // IPv4 and IPv6 share one key here (the section is new, so there is
-        // no old layout to keep): each item is checked by its own family.
-        let mut out = Vec::new();
-        for item in entry
-            .value
-            .split(',')
-            .map(str::trim)
-            .filter(|i| !i.is_empty())
-        {
-            let family = if item.starts_with('[') || item.matches(':').count() > 1 {
-                Family::V6
-            } else {
-                Family::V4
-            };
-            let mut one = parse_addrs(item, family, port).map_err(|problem| {
-                r.error(key, format!("{key} = \"{}\": {problem}", entry.value))
-            })?;
-            out.append(&mut one);
-        }
-        Ok(out)
+        r.mixed_addrs(key, port)
     };
     let listen_udp = addrs("listen_udp", "default_port_udp", 514)?;
     let listen_tcp = addrs("listen_tcp", "default_port_tcp", 601)?;
@@ -133,15 +111,7 @@ pub(super) fn read_syslog(
 mod tests {
     use std::path::Path;
 
-    use crate::config::{Config, Overrides};
-
-    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
-        Config::parse(
-            text,
-            Path::new("/etc/loghogd/loghogd.conf"),
-            &Overrides::default(),
-        )
-    }
+    use crate::config::testing::{assert_errors, parse};
 
     #[test]
     fn off_unless_listed() {
@@ -179,7 +149,7 @@ mod tests {
 
     #[test]
     fn errors_name_file_key_and_fix() {
-        for (text, key, fix) in [
+        assert_errors(&[
             ("[syslog]\nlisten_udp = 1.2.3.4:x\n", "listen_udp", "not a port"),
             ("[syslog]\nlisten_tls = 127.0.0.1\n", "listen_tls", "pemfile and cacert"),
             ("[syslog]\nunix_socket_mode = 999\n", "unix_socket_mode", "octal"),
@@ -190,11 +160,6 @@ mod tests {
                 "[syslog]",
                 "another port",
             ),
-        ] {
-            let e = parse(text).unwrap_err().to_string();
-            assert!(e.contains("/etc/loghogd/loghogd.conf"), "{e}");
-            assert!(e.contains(key), "{e}");
-            assert!(e.contains(fix), "{e}");
-        }
+        ]);
     }
 }

@@ -105,13 +105,12 @@ fn tcp_compressed_frame_and_hostname_field() {
     bytes.extend(frame("app", "", "named host", &Opts::host("box-1.example")));
     send_tcp(d.tcp_addr(), &bytes);
     let lines = wait_for_lines(&setup.log("app/root.log"), 2, DEADLINE);
-    let parsed: Vec<_> = lines.iter().map(|l| parse_line(l)).collect();
     assert_eq!(
-        parsed
-            .iter()
-            .map(|(_, h, b)| (h.as_str(), b.as_str()))
-            .collect::<Vec<_>>(),
-        [("127.0.0.1", "zlib body"), ("box-1.example", "named host")]
+        hosts_and_bodies(&lines),
+        [
+            ("127.0.0.1".to_string(), "zlib body".to_string()),
+            ("box-1.example".to_string(), "named host".to_string())
+        ]
     );
 }
 

@@ -4,7 +4,9 @@
 //! tokens (none, unknown, wrong scope, another app's), mutual TLS with the
 //! right and another CA's certificate, NDJSON with a bad line, 413, 503
 //! under a disk-full writer, signed facilities with and without the
-//! `X-Loghog-Signature` header, and the Daedalus form POST.
+//! `X-Loghog-Signature` header, and the Daedalus form POST. Client
+//! certificates get `cert_scopes` or their `cert:` line's scopes; anonymous
+//! loopback access writes and scrapes; SIGHUP re-reads the tokens file.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -92,27 +94,81 @@ struct Reply {
     body: String,
 }
 
-/// Runs `curl` with `args` against `url`, POSTing `body`.
-fn curl(url: &str, args: &[&str], body: &[u8]) -> Reply {
+/// Runs `curl` with `args` against `url`: a POST of `body`, or a GET.
+fn run_curl(url: &str, args: &[&str], body: Option<&[u8]>) -> Reply {
     let dir = tempfile::tempdir().unwrap();
     let (data, head) = (dir.path().join("data"), dir.path().join("head"));
-    std::fs::write(&data, body).unwrap();
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
         .arg("-D")
-        .arg(&head)
-        .arg("--data-binary")
-        .arg(format!("@{}", data.display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("run curl");
+        .arg(&head);
+    if let Some(body) = body {
+        std::fs::write(&data, body).unwrap();
+        cmd.arg("--data-binary").arg(format!("@{}", data.display()));
+    }
+    let out = cmd.args(args).arg(url).output().expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     Reply {
         status: code.trim().parse().unwrap_or(0),
         headers: std::fs::read_to_string(&head).unwrap_or_default(),
         body: body.to_owned(),
+    }
+}
+
+/// Runs `curl` with `args` against `url`, POSTing `body`.
+fn curl(url: &str, args: &[&str], body: &[u8]) -> Reply {
+    run_curl(url, args, Some(body))
+}
+
+/// A setup whose `[http]` serves HTTPS with the test CA's server
+/// certificate; `extra` goes into `[http]` too.
+fn tls_setup_with(extra: &str) -> Setup {
+    setup_with(&format!("tls = yes\n{extra}")).server_extra(&format!(
+        "pemfile = {}\ncacert = {}",
+        cert("loghog-server.pem").display(),
+        cert("loghog-ca.cert").display()
+    ))
+}
+
+/// curl against the daemon's HTTPS listener, by the name its certificate
+/// has (`localhost`), trusting the test CA.
+struct Https {
+    /// `https://localhost:PORT`.
+    base: String,
+    /// `--resolve` and `--cacert`.
+    args: Vec<String>,
+}
+
+impl Https {
+    fn new(addr: SocketAddr) -> Https {
+        Https {
+            base: format!("https://localhost:{}", addr.port()),
+            args: vec![
+                "--resolve".into(),
+                format!("localhost:{}:127.0.0.1", addr.port()),
+                "--cacert".into(),
+                cert("loghog-ca.cert").display().to_string(),
+            ],
+        }
+    }
+
+    /// `--cert` with the test certificate `name` (from tests/certs).
+    fn client(name: &str) -> [String; 2] {
+        ["--cert".into(), cert(name).display().to_string()]
+    }
+
+    fn run(&self, path: &str, extra: &[String], body: Option<&[u8]>) -> Reply {
+        let args: Vec<&str> = self.args.iter().chain(extra).map(String::as_str).collect();
+        run_curl(&format!("{}{path}", self.base), &args, body)
+    }
+
+    fn post(&self, path: &str, extra: &[String], body: &[u8]) -> Reply {
+        self.run(path, extra, Some(body))
+    }
+
+    fn get(&self, path: &str, extra: &[String]) -> Reply {
+        self.run(path, extra, None)
     }
 }
 
@@ -160,18 +216,15 @@ fn http_ndjson_and_json_are_written_through_the_router() {
     );
     assert_eq!(r.status, 204, "{}", r.body);
     let lines = wait_for_lines(&setup.log("app-a/root.log"), 4, DEADLINE);
-    let parsed: Vec<_> = lines.iter().map(|l| parse_line(l)).collect();
+    let want = [
+        ("web1", "m0"),
+        ("web1", "m1"),
+        ("web1", "m2"),
+        ("127.0.0.1", "ERROR - single é"),
+    ];
     assert_eq!(
-        parsed
-            .iter()
-            .map(|(_, h, b)| (h.as_str(), b.as_str()))
-            .collect::<Vec<_>>(),
-        vec![
-            ("web1", "m0"),
-            ("web1", "m1"),
-            ("web1", "m2"),
-            ("127.0.0.1", "ERROR - single é")
-        ]
+        hosts_and_bodies(&lines),
+        want.map(|(h, b)| (h.to_string(), b.to_string()))
     );
     // Another media type is refused, and not written.
     let r = post(addr, "/v1/logs", Some("tok-a"), "text/xml", body.as_bytes());
@@ -387,23 +440,12 @@ fn http_daedalus_form_post_gets_exactly_201_ok() {
 
 #[test]
 fn http_mutual_tls_accepts_our_ca_and_refuses_another() {
-    let setup = setup_with("tls = yes\n").server_extra(&format!(
-        "pemfile = {}\ncacert = {}",
-        cert("loghog-server.pem").display(),
-        cert("loghog-ca.cert").display()
-    ));
+    let setup = tls_setup_with("");
     let d = InProcess::start(&setup);
-    let addr = d.addr("http");
-    let url = format!("https://localhost:{}/v1/logs", addr.port());
-    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
-    let ca = cert("loghog-ca.cert").display().to_string();
+    let https = Https::new(d.addr("http"));
     let with = |client: Option<&str>, body: &str| {
-        let mut args = vec!["--resolve", &resolve, "--cacert", &ca];
-        let pem = client.map(|c| cert(c).display().to_string());
-        if let Some(p) = &pem {
-            args.extend(["--cert", p.as_str()]);
-        }
-        curl(&url, &args, line("app-a", "h", body).as_bytes())
+        let args: Vec<String> = client.map(Https::client).into_iter().flatten().collect();
+        https.post("/v1/logs", &args, line("app-a", "h", body).as_bytes())
     };
     let r = with(Some("client.pem"), "mtls");
     assert_eq!(r.status, 204, "{}", r.body);
@@ -419,54 +461,155 @@ fn http_mutual_tls_accepts_our_ca_and_refuses_another() {
 
 #[test]
 fn http_tls_with_tokens_takes_a_token_instead_of_a_certificate() {
-    let setup = setup_with("tls = yes\ntokens_file = tokens\n").server_extra(&format!(
-        "pemfile = {}\ncacert = {}",
-        cert("loghog-server.pem").display(),
-        cert("loghog-ca.cert").display()
-    ));
+    let setup = tls_setup_with("tokens_file = tokens\n");
     let d = InProcess::start(&setup);
-    let addr = d.addr("http");
-    let url = format!("https://localhost:{}/v1/logs", addr.port());
-    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
-    let ca = cert("loghog-ca.cert").display().to_string();
+    let https = Https::new(d.addr("http"));
     let body = line("app-a", "h", "tok");
-    let r = curl(
-        &url,
-        &["--resolve", &resolve, "--cacert", &ca],
-        body.as_bytes(),
-    );
+    let r = https.post("/v1/logs", &[], body.as_bytes());
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = curl(
-        &url,
-        &[
-            "--resolve",
-            &resolve,
-            "--cacert",
-            &ca,
-            "-H",
-            "Authorization: Bearer tok-a",
-        ],
-        body.as_bytes(),
-    );
+    let token = ["-H".to_string(), "Authorization: Bearer tok-a".to_string()];
+    let r = https.post("/v1/logs", &token, body.as_bytes());
     assert_eq!(r.status, 204, "{}", r.body);
     // A presented certificate must still chain to cacert.
-    let other = cert("other-client.pem").display().to_string();
-    let r = curl(
-        &url,
-        &[
-            "--resolve",
-            &resolve,
-            "--cacert",
-            &ca,
-            "--cert",
-            &other,
-            "-H",
-            "Authorization: Bearer tok-a",
-        ],
-        body.as_bytes(),
-    );
+    let other: Vec<String> = Https::client("other-client.pem")
+        .into_iter()
+        .chain(token)
+        .collect();
+    let r = https.post("/v1/logs", &other, body.as_bytes());
     assert_eq!(r.status, 0, "{}", r.body);
     d.wait_stat("written", 1);
+}
+
+/// A client certificate from the CA is for an application host: by
+/// default (`cert_scopes = write:*`) it writes every app but may not
+/// scrape; a `cert:CN` line in the tokens file replaces that with its own
+/// scopes, taken on reload.
+#[test]
+fn http_client_certificate_gets_cert_scopes_unless_a_cert_line_says_otherwise() {
+    let setup = tls_setup_with("tokens_file = tokens\n");
+    let d = InProcess::start(&setup);
+    let https = Https::new(d.addr("http"));
+    let client = Https::client("client.pem"); // subject CN=client
+    let post =
+        |app: &str, body: &str| https.post("/v1/logs", &client, line(app, "h", body).as_bytes());
+    assert_eq!(post("app-b", "default scopes").status, 204);
+    let r = https.get("/metrics", &client);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("client certificate lacks scope metrics"),
+        "{}",
+        r.body
+    );
+    d.wait_stat("written", 1);
+
+    let tokens = setup.root().join("tokens");
+    let mut text = read(&tokens);
+    text.push_str("cert:client metrics write:app-a\n");
+    std::fs::write(&tokens, text).unwrap();
+    d.reload().expect("reload");
+    let r = https.get("/metrics", &client);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let scrape = crate::metrics::parse(&r.body);
+    assert_eq!(
+        crate::metrics::value(&scrape, "loghogd_written_total", &[]),
+        1.0
+    );
+    // The line's scopes replace cert_scopes: app-b is no longer allowed.
+    let r = post("app-b", "not any more");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("write:app-b"), "{}", r.body);
+    assert_eq!(post("app-a", "by its line").status, 204);
+    d.wait_stat("written", 2);
+    assert_eq!(
+        bodies(&read_lines(&setup, "app-b/root.log")),
+        ["default scopes"]
+    );
+    assert_eq!(
+        bodies(&read_lines(&setup, "app-a/root.log")),
+        ["by its line"]
+    );
+}
+
+/// `[http] cert_scopes` sets what a certificate without a `cert:` line
+/// gets (here without a tokens file, so the certificate is required).
+#[test]
+fn http_cert_scopes_sets_what_a_certificate_gets() {
+    let setup = tls_setup_with("cert_scopes = metrics\n");
+    let d = InProcess::start(&setup);
+    let https = Https::new(d.addr("http"));
+    let client = Https::client("client.pem");
+    let r = https.post("/v1/logs", &client, line("app-a", "h", "no").as_bytes());
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("lacks scope write:app-a"), "{}", r.body);
+    let r = https.get("/metrics", &client);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(d.stat("received"), 0);
+}
+
+/// Anonymous access on loopback (the Debian default) writes any app and
+/// scrapes `/metrics` (for `loghog-top`) without credentials.
+#[test]
+fn http_anonymous_on_loopback_writes_and_scrapes() {
+    let setup = setup_with("allow_anonymous_on_loopback = yes\n");
+    let d = InProcess::start(&setup);
+    let addr = d.addr("http");
+    assert_eq!(ndjson(addr, None, &line("app-b", "h", "anon")).status, 204);
+    d.wait_stat("written", 1);
+    let r = get(addr, "/metrics", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let scrape = crate::metrics::parse(&r.body);
+    assert_eq!(
+        crate::metrics::value(&scrape, "loghogd_written_total", &[]),
+        1.0
+    );
+    assert_eq!(bodies(&read_lines(&setup, "app-b/root.log")), ["anon"]);
+}
+
+/// SIGHUP re-reads `tokens_file`: a new token works and a removed one is
+/// refused at once; a broken file is refused with one line naming the file
+/// and line (and not the secret in it), and the tokens before it stay.
+#[test]
+fn http_sighup_rereads_the_tokens_file_and_keeps_it_when_broken() {
+    let setup = Setup::new()
+        .facilities(FACILITIES)
+        .conf_extra("[http]\nlisten = 127.0.0.1:0\ntokens_file = tokens\n");
+    let tokens = setup.root().join("tokens");
+    let write_tokens = |text: String| std::fs::write(&tokens, text).unwrap();
+    write_tokens(format!("{} write:app-a\n", sha256_hex(b"tok-A")));
+    let mut d = Daemon::start(&setup);
+    let addr = *d
+        .addrs("http")
+        .first()
+        .expect("no `listening on http ADDR` line");
+    let send = |token: &str, body: &str| ndjson(addr, Some(token), &line("app-a", "h", body));
+    assert_eq!(send("tok-A", "a-before").status, 204);
+    assert_eq!(send("tok-B", "b-before").status, 401);
+
+    write_tokens(format!("{} write:app-a\n", sha256_hex(b"tok-B")));
+    d.signal("HUP");
+    d.wait_for_log("http tokens reloaded");
+    assert_eq!(send("tok-A", "a-after").status, 401);
+    assert_eq!(send("tok-B", "b-after").status, 204);
+
+    // A token pasted where its hash belongs: refused, B stays.
+    write_tokens("tok-C write:app-a\n".to_owned());
+    d.signal("HUP");
+    let err = d.wait_for_log("http tokens reload failed");
+    let failed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("http tokens reload failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{err}");
+    let tokens_path = tokens.display().to_string();
+    for want in [tokens_path.as_str(), "line 1", "sha256sum"] {
+        assert!(failed[0].contains(want), "{want}: {}", failed[0]);
+    }
+    assert_eq!(send("tok-B", "b-kept").status, 204);
+    assert_eq!(send("tok-C", "c").status, 401);
+    let lines = wait_for_lines(&setup.log("app-a/root.log"), 3, DEADLINE);
+    assert_eq!(bodies(&lines), ["a-before", "b-after", "b-kept"]);
+    let log = d.stop();
+    assert!(!log.contains("tok-C"), "a token reached the log:\n{log}");
 }
 
 /// A full disk holds the writer (it retries, nothing lost); its queue fills
@@ -528,25 +671,44 @@ fn http_backed_up_writer_is_503_with_retry_after() {
 
 #[test]
 fn http_without_authentication_off_loopback_is_a_config_error() {
-    for (extra, fix) in [
-        ("[http]\nlisten = 0.0.0.0:0\n", "not a loopback address"),
+    // (the [http] lines, the file the error names, the fix it gives)
+    for (extra, file, fix) in [
         (
-            "[http]\nlisten = 127.0.0.1:0\n",
+            "listen = 0.0.0.0:0\n",
+            "loghogd.conf",
+            "not a loopback address",
+        ),
+        (
+            "listen = 127.0.0.1:0\n",
+            "loghogd.conf",
             "allow_anonymous_on_loopback = yes",
         ),
         (
-            "[http]\nlisten = 127.0.0.1:0\ntokens_file = missing-tokens\n",
+            "listen = 127.0.0.1:0\ntokens_file = missing-tokens\n",
+            "missing-tokens",
             "missing-tokens",
         ),
+        (
+            "listen = 127.0.0.1:0\nallow_anonymous_on_loopback = yes\ncert_scopes = write:* metric\n",
+            "loghogd.conf",
+            "[http] cert_scopes (line ",
+        ),
+        (
+            "listen = 127.0.0.1:0\ntokens_file = bad-tokens\n",
+            "bad-tokens: line 2",
+            "not a scope; use write:APP",
+        ),
     ] {
-        let setup = Setup::new().conf_extra(extra);
+        let setup = Setup::new().conf_extra(&format!("[http]\n{extra}"));
         setup.write();
+        std::fs::write(
+            setup.root().join("bad-tokens"),
+            "# a cert line with a misspelt scope\ncert:app-host metric\n",
+        )
+        .unwrap();
         let out = setup.run(&["--check-config"]);
         assert_eq!(out.status.code(), Some(78), "{extra}: {out:?}");
-        assert!(
-            out.all().contains("loghogd.conf") || out.all().contains("missing-tokens"),
-            "{out:?}"
-        );
+        assert!(out.all().contains(file), "{extra}: {out:?}");
         assert!(out.all().contains(fix), "{extra}: {out:?}");
     }
 }
@@ -609,24 +771,9 @@ fn http_hosts_reach_file_per_host_paths_safely() {
 
 /// `GET url` with an optional bearer token.
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-        .args(
-            token
-                .map(|t| format!("Authorization: Bearer {t}"))
-                .iter()
-                .flat_map(|h| ["-H", h.as_str()]),
-        )
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    Reply {
-        status: code.trim().parse().unwrap_or(0),
-        headers: String::new(),
-        body: body.to_owned(),
-    }
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let args: Vec<&str> = auth.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+    run_curl(&format!("http://{addr}{path}"), &args, None)
 }
 
 /// `/metrics` and `/healthz` on the daemon's HTTP listener: the `metrics`

@@ -147,12 +147,10 @@ fn man_pages_name_every_config_key() {
     );
 }
 
-/// Every `--flag` of loghog-send (the fields of its clap `Args` marked
-/// `long`, read from the source: the binary belongs to another package)
-/// is in loghog-send(1).
-#[test]
-fn man_page_of_loghog_send_names_every_flag() {
-    let src = read(&repo("crates/loghog/src/bin/loghog-send.rs"));
+/// Every `--flag` of the clap `Args` in `src` (the fields marked `long`),
+/// read from the source: these binaries' `Args` are not importable here.
+fn long_flags(src: &str) -> Vec<String> {
+    let src = read(&repo(src));
     let args = &src[src.find("struct Args").expect("struct Args")..];
     let args = &args[..args.find("\n}\n").expect("end of Args")];
     let mut flags = Vec::new();
@@ -167,13 +165,36 @@ fn man_page_of_loghog_send_names_every_flag() {
             long = false;
         }
     }
-    assert!(flags.len() >= 15, "parsed only {flags:?}");
-    let man = page("loghog-send.1");
+    flags
+}
+
+/// Every `--flag` of `flags` is described in man page `name`.
+fn assert_page_names(name: &str, flags: &[String]) {
+    let man = page(name);
     let missing: Vec<_> = flags.iter().filter(|f| !has_word(&man, f)).collect();
     assert!(
         missing.is_empty(),
-        "man/loghog-send.1 does not describe {missing:?}"
+        "man/{name} does not describe {missing:?}"
     );
+}
+
+/// Every `--flag` of loghog-send (the binary belongs to another package)
+/// is in loghog-send(1).
+#[test]
+fn man_page_of_loghog_send_names_every_flag() {
+    let flags = long_flags("crates/loghog/src/bin/loghog-send.rs");
+    assert!(flags.len() >= 15, "parsed only {flags:?}");
+    assert_page_names("loghog-send.1", &flags);
+}
+
+/// Every `--flag` of loghog-top (and clap's own) is in loghog-top(1),
+/// with its environment variable.
+#[test]
+fn man_page_of_loghog_top_names_every_flag() {
+    let mut flags = long_flags("src/bin/loghog-top.rs");
+    assert!(flags.len() >= 4, "parsed only {flags:?}");
+    flags.extend(["--help", "-h", "--version", "-V", "LOGHOG_TOKEN"].map(String::from));
+    assert_page_names("loghog-top.1", &flags);
 }
 
 #[test]
@@ -205,9 +226,30 @@ fn every_man_page_is_packaged_and_every_packaged_page_exists() {
         "man/loghog-server-cert.8",
         "man/loghog-client-cert.8",
         "man/loghog-send.1",
+        "man/loghog-top.1",
     ] {
         assert!(listed.contains(want), "{want} is not packaged");
     }
+}
+
+/// loghog-top ships in the loghogd package: built and installed by
+/// debian/rules like the daemon, and listed in loghogd.install.
+#[test]
+fn loghog_top_ships_in_the_daemon_package() {
+    let install = read(&repo("debian/loghogd.install"));
+    assert!(
+        install.lines().any(|l| l.trim() == "usr/bin/loghog-top"),
+        "debian/loghogd.install lacks usr/bin/loghog-top:\n{install}"
+    );
+    let rules = read(&repo("debian/rules"));
+    assert!(
+        rules.contains("-p loghogd --bin loghogd --bin loghog-top"),
+        "debian/rules does not build loghog-top"
+    );
+    assert!(
+        rules.contains("release/loghog-top debian/tmp/usr/bin/loghog-top"),
+        "debian/rules does not install loghog-top"
+    );
 }
 
 #[test]
@@ -269,6 +311,11 @@ fn debian_conffiles_are_the_production_layout() {
         c.server.cacert.as_deref(),
         Some(Path::new("/etc/loghogd/certs/loghog-ca.cert"))
     );
+    // HTTP on localhost (issue 14), anonymous for writes and metrics so
+    // the local operator's `loghog-top` works; nothing else is exposed.
+    assert_eq!(addrs(&c.http.listen), ["127.0.0.1:5580"]);
+    assert!(c.http.allow_anonymous_on_loopback);
+    assert!(!c.http.tls && c.http.tokens_file.is_none());
     let db = FacilityDb::parse(
         &read(&repo("debian/conf/facilities.conf")),
         Path::new("/etc/loghogd/facilities.conf"),

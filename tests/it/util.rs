@@ -438,6 +438,12 @@ impl Daemon {
             .expect("no `listening on tls ADDR` line: is listen_ipv4_ssl set?")
     }
 
+    /// Every listener of `proto` (`http`, `syslog-udp`, ...) the daemon
+    /// announced before it was ready.
+    pub fn addrs(&self, proto: &str) -> Vec<SocketAddr> {
+        listening(&self.stderr_text(), proto)
+    }
+
     /// Every TCP listener announced.
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp
@@ -1058,6 +1064,17 @@ pub fn parse_line(line: &str) -> (String, String, String) {
 /// The bodies of `lines` (each checked by [`parse_line`]).
 pub fn bodies(lines: &[String]) -> Vec<String> {
     lines.iter().map(|l| parse_line(l).2).collect()
+}
+
+/// The (hostname, body) of each of `lines` (each checked by [`parse_line`]).
+pub fn hosts_and_bodies(lines: &[String]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .map(|l| {
+            let (_, host, body) = parse_line(l);
+            (host, body)
+        })
+        .collect()
 }
 
 /// Every regular file under `dir`, recursively (symlinks reported, not followed).

@@ -624,6 +624,14 @@ impl<'a> Der<'a> {
     }
 }
 
+/// The first commonName of a certificate's subject, exactly as it is
+/// written (not sanitized: for matching, e.g. loghogd's per-certificate
+/// scopes; sanitize it before it reaches a log line). `None` when the
+/// certificate has no string CN or cannot be read.
+pub fn subject_cn(cert: &CertificateDer<'_>) -> Option<String> {
+    Cert::parse(cert.as_ref()).and_then(|c| c.subject_cn)
+}
+
 /// The subject's CN of a peer's certificate for a log line, or `sha256:` and
 /// the first 8 bytes of its SHA-256 when it has no CN. Control characters are
 /// replaced and the result is capped at 64 characters, so a hostile
@@ -682,6 +690,7 @@ mod tests {
         let v1 = Cert::parse(der("v1-server.pem").as_ref()).unwrap();
         assert_eq!((v1.version, v1.is_ca, v1.has_san), (1, None, false));
         assert_eq!(v1.subject_cn.as_deref(), Some("v1-server"));
+        assert_eq!(subject_cn(&der("client.pem")).as_deref(), Some("client"));
         assert!(Cert::parse(b"\x30\x82\xff").is_none());
         assert!(Cert::parse(&[]).is_none());
         assert!(fingerprint(b"x").starts_with("sha256:") && fingerprint(b"x").len() == 23);

@@ -14,17 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use loghog_protocol::normalize_module;
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{authenticate, HttpState, Peer, Principal, Scope};
+use super::{authenticate, Denied, HttpState, Peer, Principal, Scope};
 use crate::config::{Facility, FacilityDb};
 use crate::record::{Auth, Record, Transport};
 use crate::router::Router;
@@ -76,6 +76,33 @@ fn busy(msg: String) -> Response {
         HeaderValue::from_static(RETRY_AFTER_SECS),
     );
     r
+}
+
+/// Who sent an ingest request, and over which connection: an extractor,
+/// so a request without credentials gets its 401 before the body is read
+/// (the app, and so the exact `write:` scope, is only known from the body).
+pub(crate) struct Writer {
+    /// Checked per record against its app.
+    principal: Principal,
+    /// The connection's peer: its address is the default host.
+    peer: Peer,
+}
+
+impl FromRequestParts<Arc<HttpState>> for Writer {
+    type Rejection = Denied;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<HttpState>,
+    ) -> Result<Writer, Denied> {
+        let nobody = || Denied::Unauthenticated(Scope::Write("APP".into()));
+        // Every connection is served with its Peer; without one, nobody.
+        let peer = parts.extensions.get::<Peer>().cloned().ok_or_else(nobody)?;
+        match authenticate(state, &peer, &parts.headers) {
+            Principal::Nobody => Err(nobody()),
+            principal => Ok(Writer { principal, peer }),
+        }
+    }
 }
 
 /// Reads the whole body under `max_body` and the body timeout.
@@ -285,14 +312,10 @@ async fn deliver(
 /// writer stayed backed up.
 pub(crate) async fn logs(
     State(state): State<Arc<HttpState>>,
-    Extension(peer): Extension<Peer>,
+    Writer { principal, peer }: Writer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let principal = authenticate(&state, &peer, &headers);
-    if matches!(principal, Principal::Nobody) {
-        return super::Denied::Unauthenticated(Scope::Write("APP".into())).into_response();
-    }
     let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -387,14 +410,10 @@ pub(crate) async fn logs(
 /// `{"status": "ok"}`, which that client checks for.
 pub(crate) async fn daedalus(
     State(state): State<Arc<HttpState>>,
-    Extension(peer): Extension<Peer>,
+    Writer { principal, peer }: Writer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let principal = authenticate(&state, &peer, &headers);
-    if matches!(principal, Principal::Nobody) {
-        return super::Denied::Unauthenticated(Scope::Write("APP".into())).into_response();
-    }
     let bytes = match read_body(&state, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,

@@ -6,21 +6,29 @@
 //! Handlers live in [`ingest`]; other fragments (metrics) are merged in
 //! [`routes`].
 //!
-//! Tokens file format, one token a line (`#` comments and blank lines
-//! ignored): the lowercase hex SHA-256 of the token, then its scopes
-//! separated by spaces: `write:APP`, `write:*`, `read:APP`, `read:*`,
-//! `metrics`. Make a line with
-//! `printf %s "$TOKEN" | sha256sum | sed "s/ .*/ write:my-app/"`.
+//! Tokens file format, one credential a line (`#` comments and blank lines
+//! ignored), re-read on SIGHUP:
+//! - `HASH scope...`: a bearer token, as the lowercase hex SHA-256 of the
+//!   token, then its scopes separated by spaces: `write:APP`, `write:*`,
+//!   `read:APP`, `read:*`, `metrics`. Make one with
+//!   `printf %s "$TOKEN" | sha256sum | sed "s/ .*/ write:my-app/"`.
+//! - `cert:CN scope...` (or `cert:"CN with spaces" scope...`): the scopes
+//!   of a verified client certificate whose subject CN is exactly `CN`,
+//!   instead of `[http] cert_scopes`.
+//!
 //! Only hashes are held; presented tokens are hashed and compared in
-//! constant time, and never logged.
+//! constant time, and never logged. Anonymous access (loopback, by
+//! opt-in) gets `write:*` and `metrics`, never `read:`: any local user
+//! could otherwise read every application's logs through the viewer.
 
 pub(crate) mod ingest;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -35,7 +43,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::{ConfigError, HttpSection};
+use crate::config::http::SCOPE_NAMES;
+use crate::config::{ConfigError, Grant, HttpSection};
 use crate::input::tls::TlsSetup;
 use crate::ratelimit::RateLimit;
 use crate::router::RouterCtx;
@@ -56,6 +65,8 @@ pub(crate) enum Scope {
     Read(String),
 }
 
+// === impl Scope ===
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -66,59 +77,42 @@ impl fmt::Display for Scope {
     }
 }
 
-/// One scope a token was given in the tokens file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Grant {
-    /// `write:*`.
-    WriteAll,
-    /// `write:APP`.
-    Write(String),
-    /// `read:*`.
-    ReadAll,
-    /// `read:APP`.
-    Read(String),
-    /// `metrics`.
-    Metrics,
-}
-
-impl Grant {
-    fn parse(s: &str) -> Option<Grant> {
-        match s {
-            "metrics" => Some(Grant::Metrics),
-            "write:*" => Some(Grant::WriteAll),
-            "read:*" => Some(Grant::ReadAll),
-            _ => {
-                if let Some(app) = s.strip_prefix("write:").filter(|a| !a.is_empty()) {
-                    Some(Grant::Write(app.to_owned()))
-                } else {
-                    s.strip_prefix("read:")
-                        .filter(|a| !a.is_empty())
-                        .map(|app| Grant::Read(app.to_owned()))
-                }
-            }
-        }
-    }
-
-    fn allows(&self, scope: &Scope) -> bool {
-        match (self, scope) {
+impl Scope {
+    /// Whether one of `grants` allows this scope.
+    fn granted_by(&self, grants: &[Grant]) -> bool {
+        grants.iter().any(|g| match (g, self) {
             (Grant::WriteAll, Scope::Write(_)) | (Grant::ReadAll, Scope::Read(_)) => true,
             (Grant::Write(a), Scope::Write(b)) | (Grant::Read(a), Scope::Read(b)) => a == b,
             (Grant::Metrics, Scope::Metrics) => true,
             _ => false,
-        }
+        })
     }
 }
 
-/// The tokens of `tokens_file`: SHA-256 digests and their scopes.
+/// What anonymous access on loopback is given: local programs may write
+/// and the local operator may watch (`loghog-top`), but reading logs needs
+/// a credential, or every local user could read every application's logs.
+const ANONYMOUS_GRANTS: &[Grant] = &[Grant::WriteAll, Grant::Metrics];
+
+/// The credentials of `tokens_file`: token SHA-256 digests and client
+/// certificate CNs, with their scopes.
 #[derive(Clone, Default)]
 pub(crate) struct Tokens {
+    /// Bearer tokens: digest → scopes.
     entries: Vec<([u8; 32], Arc<[Grant]>)>,
+    /// `cert:CN` lines: exact subject CN → scopes.
+    certs: HashMap<String, Arc<[Grant]>>,
 }
 
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the hashes: they are as good as a password list offline.
-        write!(f, "Tokens({} entries)", self.entries.len())
+        write!(
+            f,
+            "Tokens({} tokens, {} certificates)",
+            self.entries.len(),
+            self.certs.len()
+        )
     }
 }
 
@@ -137,46 +131,47 @@ impl Tokens {
     /// Parses the text of a tokens file; `path` names it in errors.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the line and the fix.
+    /// A [`ConfigError`] naming the line and the fix. It never quotes the
+    /// line's first word or an unknown scope word: a token pasted in by
+    /// mistake must not reach the daemon's log.
     pub(crate) fn parse(text: &str, path: &Path) -> Result<Tokens, ConfigError> {
-        let mut entries = Vec::new();
+        let mut tokens = Tokens::default();
+        // CN → the line that named it first, for the duplicate error.
+        let mut cert_lines: HashMap<String, usize> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let place = format!("line {}", i + 1);
-            let mut words = line.split_whitespace();
-            let hash = words.next().unwrap_or_default();
+            let err = |problem: String| ConfigError::new(path, format!("line {}", i + 1), problem);
+            if let Some(rest) = line.strip_prefix("cert:") {
+                let (cn, scopes) = split_cn(rest).ok_or_else(|| {
+                    err("cert: needs the certificate's subject CN right after it \
+                         (cert:CN, or cert:\"CN with spaces\"), then its scopes"
+                        .to_owned())
+                })?;
+                let grants = parse_scopes(scopes).map_err(&err)?;
+                if let Some(first) = cert_lines.insert(cn.to_owned(), i + 1) {
+                    return Err(err(format!(
+                        "cert:{cn} is already listed on line {first}; keep one line per certificate"
+                    )));
+                }
+                tokens.certs.insert(cn.to_owned(), grants);
+                continue;
+            }
+            let (hash, scopes) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
             let Some(digest) = decode_hex32(hash) else {
-                return Err(ConfigError::new(
-                    path,
-                    place,
-                    "the line does not start with the 64 hex digits of a token's SHA-256; \
-                     make one with: printf %s \"$TOKEN\" | sha256sum",
+                return Err(err(
+                    "the line does not start with the 64 hex digits of a token's SHA-256 \
+                     (or cert:CN); make one with: printf %s \"$TOKEN\" | sha256sum"
+                        .to_owned(),
                 ));
             };
-            let mut grants = Vec::new();
-            for w in words {
-                let Some(g) = Grant::parse(w) else {
-                    return Err(ConfigError::new(
-                        path,
-                        place,
-                        format!("\"{w}\" is not a scope; use write:APP, write:*, read:APP, read:* or metrics"),
-                    ));
-                };
-                grants.push(g);
-            }
-            if grants.is_empty() {
-                return Err(ConfigError::new(
-                    path,
-                    place,
-                    "the token has no scopes; list them after the hash (e.g. write:my-app metrics)",
-                ));
-            }
-            entries.push((digest, grants.into()));
+            tokens
+                .entries
+                .push((digest, parse_scopes(scopes).map_err(&err)?));
         }
-        Ok(Tokens { entries })
+        Ok(tokens)
     }
 
     /// The scopes of `token`, if it is listed. Every entry is compared, in
@@ -190,6 +185,80 @@ impl Tokens {
             }
         }
         found
+    }
+
+    /// The scopes a `cert:CN` line gives the certificate with subject `cn`.
+    fn cert(&self, cn: &str) -> Option<Arc<[Grant]>> {
+        self.certs.get(cn).cloned()
+    }
+
+    /// How many tokens and `cert:` lines there are (for the reload line).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.entries.len(), self.certs.len())
+    }
+}
+
+/// `CN scope...` or `"CN with spaces" scope...` → (CN, the rest).
+fn split_cn(rest: &str) -> Option<(&str, &str)> {
+    let (cn, scopes) = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split_once('"')?,
+        None => rest.split_once(char::is_whitespace).unwrap_or((rest, "")),
+    };
+    (!cn.is_empty()).then_some((cn, scopes))
+}
+
+/// The scopes after a line's credential: at least one, every one known.
+fn parse_scopes(words: &str) -> Result<Arc<[Grant]>, String> {
+    let mut grants = Vec::new();
+    for (n, w) in words.split_whitespace().enumerate() {
+        // The word itself is not quoted (see `Tokens::parse`).
+        let g = Grant::parse(w).ok_or_else(|| {
+            format!(
+                "scope {} of the line is not a scope; use {SCOPE_NAMES}",
+                n + 1
+            )
+        })?;
+        grants.push(g);
+    }
+    if grants.is_empty() {
+        return Err(
+            "no scopes; list them after the hash or cert:CN (e.g. write:my-app metrics)".to_owned(),
+        );
+    }
+    Ok(grants.into())
+}
+
+/// The tokens file's current contents, swapped on SIGHUP: a request reads
+/// whatever is here when it is authenticated, so a new file applies to the
+/// next request, on open connections too.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenSlot {
+    /// The tokens; a reload replaces the `Arc`, requests clone it.
+    current: Arc<RwLock<Arc<Tokens>>>,
+}
+
+// === impl TokenSlot ===
+
+impl TokenSlot {
+    /// A slot holding `tokens`.
+    pub(crate) fn new(tokens: Tokens) -> TokenSlot {
+        TokenSlot {
+            current: Arc::new(RwLock::new(Arc::new(tokens))),
+        }
+    }
+
+    /// The tokens requests check now.
+    fn current(&self) -> Arc<Tokens> {
+        // A poisoned lock still holds a whole `Arc` (replace is one store).
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a freshly read tokens file.
+    pub(crate) fn replace(&self, tokens: Tokens) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
     }
 }
 
@@ -212,9 +281,13 @@ fn decode_hex32(s: &str) -> Option<[u8; 32]> {
 pub(crate) struct HttpState {
     /// Ingest goes through the same router as every other input.
     pub(crate) router: Arc<RouterCtx>,
-    /// Bearer tokens (`None`: no `tokens_file`).
-    tokens: Option<Tokens>,
-    /// Requests without credentials get every scope (loopback opt-in).
+    /// Bearer tokens and `cert:` lines (`None`: no `tokens_file`); the
+    /// daemon swaps the contents on SIGHUP.
+    tokens: Option<TokenSlot>,
+    /// Scopes of a verified client certificate without a `cert:` line.
+    cert_scopes: Arc<[Grant]>,
+    /// Requests without credentials get [`ANONYMOUS_GRANTS`] (loopback
+    /// opt-in).
     anonymous: bool,
     /// Largest request body (413 past it).
     pub(crate) max_body_bytes: usize,
@@ -225,15 +298,16 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    /// The state for `section`, with `tokens` read from its `tokens_file`.
+    /// The state for `section`, with the contents of its `tokens_file`.
     pub(crate) fn new(
         router: Arc<RouterCtx>,
         section: &HttpSection,
-        tokens: Option<Tokens>,
+        tokens: Option<TokenSlot>,
     ) -> HttpState {
         HttpState {
             router,
             tokens,
+            cert_scopes: section.cert_scopes.clone(),
             anonymous: section.allow_anonymous_on_loopback,
             max_body_bytes: section.max_body_bytes,
             body_timeout: section.body_timeout,
@@ -242,24 +316,31 @@ impl HttpState {
     }
 }
 
+/// A client certificate that chained to `cacert` in the handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientCert {
+    /// The leaf's subject CN, as written: the key of its `cert:` line.
+    pub(crate) cn: Option<Arc<str>>,
+}
+
 /// What a connection knows about its peer, put into every request.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     /// The peer's address.
     pub(crate) addr: SocketAddr,
-    /// A client certificate chaining to `cacert` was verified in the
-    /// handshake: the peer has every scope.
-    pub(crate) client_cert: bool,
+    /// The verified client certificate, if the peer sent one.
+    pub(crate) client_cert: Option<ClientCert>,
 }
 
 /// Why a request was not allowed. The reply names the missing scope and
 /// never which tokens exist.
 #[derive(Debug)]
 pub(crate) enum Denied {
-    /// No credentials, or a token that is not listed: 401.
+    /// No credentials, a token that is not listed, or anonymous access
+    /// that does not cover the scope: 401.
     Unauthenticated(Scope),
-    /// A listed token without the scope: 403.
-    Forbidden(Scope),
+    /// A credential without the scope: 403; the string names its kind.
+    Forbidden(Scope, &'static str),
 }
 
 impl IntoResponse for Denied {
@@ -269,9 +350,9 @@ impl IntoResponse for Denied {
                 StatusCode::UNAUTHORIZED,
                 format!("authentication required: send a bearer token with scope {s} (or a client certificate)\n"),
             ),
-            Denied::Forbidden(s) => (
+            Denied::Forbidden(s, who) => (
                 StatusCode::FORBIDDEN,
-                format!("the token lacks scope {s}\n"),
+                format!("the {who} lacks scope {s}\n"),
             ),
         };
         let mut r = (status, text).into_response();
@@ -288,11 +369,13 @@ impl IntoResponse for Denied {
 /// Who sent a request, as far as authentication goes.
 #[derive(Debug, Clone)]
 pub(crate) enum Principal {
-    /// Every scope: a verified client certificate, or anonymous access on
-    /// loopback by opt-in.
-    Everything,
+    /// A verified client certificate: its `cert:` line's scopes, else
+    /// `cert_scopes`.
+    Cert(Arc<[Grant]>),
     /// A listed bearer token's scopes.
     Token(Arc<[Grant]>),
+    /// No credentials, on loopback by opt-in: [`ANONYMOUS_GRANTS`].
+    Anonymous,
     /// No credentials (or a token not listed): nothing is allowed.
     Nobody,
 }
@@ -303,20 +386,33 @@ impl Principal {
     /// # Errors
     /// [`Denied`] names the scope.
     pub(crate) fn require(&self, scope: Scope) -> Result<(), Denied> {
-        match self {
-            Principal::Everything => Ok(()),
-            Principal::Token(grants) if grants.iter().any(|g| g.allows(&scope)) => Ok(()),
-            Principal::Token(_) => Err(Denied::Forbidden(scope)),
-            Principal::Nobody => Err(Denied::Unauthenticated(scope)),
+        let (grants, who): (&[Grant], _) = match self {
+            Principal::Cert(g) => (g, "client certificate"),
+            Principal::Token(g) => (g, "token"),
+            // A credential would help here, so 401 rather than 403.
+            Principal::Anonymous if scope.granted_by(ANONYMOUS_GRANTS) => return Ok(()),
+            Principal::Anonymous | Principal::Nobody => return Err(Denied::Unauthenticated(scope)),
+        };
+        if scope.granted_by(grants) {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(scope, who))
         }
     }
 }
 
 /// Who sent the request with `headers` over the connection of `peer`: a
-/// client certificate wins, then a bearer token, then anonymous access.
+/// client certificate wins (a token sent with it is not looked at), then a
+/// bearer token, then anonymous access.
 pub(crate) fn authenticate(state: &HttpState, peer: &Peer, headers: &HeaderMap) -> Principal {
-    if peer.client_cert {
-        return Principal::Everything;
+    let tokens = state.tokens.as_ref().map(TokenSlot::current);
+    if let Some(cert) = &peer.client_cert {
+        let line = cert
+            .cn
+            .as_deref()
+            .zip(tokens.as_deref())
+            .and_then(|(cn, t)| t.cert(cn));
+        return Principal::Cert(line.unwrap_or_else(|| state.cert_scopes.clone()));
     }
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -325,7 +421,7 @@ pub(crate) fn authenticate(state: &HttpState, peer: &Peer, headers: &HeaderMap) 
             let (kind, rest) = v.split_once(' ')?;
             kind.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
-    if let (Some(token), Some(tokens)) = (bearer, &state.tokens) {
+    if let (Some(token), Some(tokens)) = (bearer, &tokens) {
         return match tokens.find(token) {
             Some(grants) => Principal::Token(grants),
             None => {
@@ -337,7 +433,7 @@ pub(crate) fn authenticate(state: &HttpState, peer: &Peer, headers: &HeaderMap) 
         };
     }
     if state.anonymous {
-        return Principal::Everything;
+        return Principal::Anonymous;
     }
     Principal::Nobody
 }
@@ -533,7 +629,7 @@ async fn serve(
         None => {
             let peer = Peer {
                 addr,
-                client_cert: false,
+                client_cert: None,
             };
             serve_http(TokioIo::new(stream), peer, server, token).await
         }
@@ -555,11 +651,15 @@ async fn serve(
                     return Err("tls handshake timed out".to_owned());
                 }
             };
+            // The leaf (first) certificate: rustls verified the chain.
             let client_cert = tls_stream
                 .get_ref()
                 .1
                 .peer_certificates()
-                .is_some_and(|c| !c.is_empty());
+                .and_then(|c| c.first())
+                .map(|leaf| ClientCert {
+                    cn: loghog_protocol::tls::subject_cn(leaf).map(Arc::from),
+                });
             let peer = Peer { addr, client_cert };
             serve_http(TokioIo::new(tls_stream), peer, server, token).await
         }
@@ -628,11 +728,11 @@ mod tests {
         assert!(p.require(Scope::Metrics).is_ok());
         assert!(matches!(
             p.require(Scope::Write("app-b".into())),
-            Err(Denied::Forbidden(Scope::Write(a))) if a == "app-b"
+            Err(Denied::Forbidden(Scope::Write(a), "token")) if a == "app-b"
         ));
         assert!(matches!(
             p.require(Scope::Read("app-a".into())),
-            Err(Denied::Forbidden(_))
+            Err(Denied::Forbidden(..))
         ));
         let all = Principal::Token(t.find("all").unwrap());
         assert!(all.require(Scope::Write("x".into())).is_ok());
@@ -642,19 +742,82 @@ mod tests {
     }
 
     #[test]
+    fn cert_lines_give_a_certificate_its_scopes() {
+        let text = format!(
+            "cert:host-1 write:app-a metrics\ncert:\"Web Front 2\" read:app-b\n{} write:*\n",
+            hash("t")
+        );
+        let t = Tokens::parse(&text, Path::new("/t")).unwrap();
+        assert_eq!(t.counts(), (1, 2));
+        let host = Principal::Cert(t.cert("host-1").unwrap());
+        assert!(host.require(Scope::Metrics).is_ok());
+        assert!(host.require(Scope::Write("app-a".into())).is_ok());
+        assert!(matches!(
+            host.require(Scope::Write("app-b".into())),
+            Err(Denied::Forbidden(_, "client certificate"))
+        ));
+        let web = Principal::Cert(t.cert("Web Front 2").unwrap());
+        assert!(web.require(Scope::Read("app-b".into())).is_ok());
+        // CNs match exactly: no case folding, no prefixes.
+        assert!(t.cert("HOST-1").is_none() && t.cert("host").is_none());
+    }
+
+    #[test]
+    fn anonymous_writes_and_scrapes_but_never_reads() {
+        let anon = Principal::Anonymous;
+        assert!(anon.require(Scope::Write("any".into())).is_ok());
+        assert!(anon.require(Scope::Metrics).is_ok());
+        assert!(matches!(
+            anon.require(Scope::Read("any".into())),
+            Err(Denied::Unauthenticated(Scope::Read(_)))
+        ));
+        assert!(Principal::Nobody.require(Scope::Metrics).is_err());
+    }
+
+    #[test]
     fn tokens_file_errors_name_line_and_fix() {
         for (text, fix) in [
             ("abc write:x\n", "sha256sum"),
             (&*format!("{} write:\n", hash("x")), "not a scope"),
             (&*format!("{}\n", hash("x")), "no scopes"),
+            ("cert: metrics\n", "subject CN"),
+            ("cert:\"open metrics\n", "subject CN"),
+            ("cert:h\n", "no scopes"),
+            ("cert:h metrix\n", "scope 1 of the line is not a scope"),
         ] {
             let e = Tokens::parse(text, Path::new("/etc/t"))
                 .unwrap_err()
                 .to_string();
             assert!(
                 e.contains("/etc/t") && e.contains("line 1") && e.contains(fix),
-                "{e}"
+                "{text}: {e}"
             );
         }
+        let e = Tokens::parse("cert:h metrics\n\ncert:h write:*\n", Path::new("/etc/t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("line 1"), "{e}");
+        // A token pasted where its hash belongs, or among the scopes, is
+        // not repeated in the error (it would reach the daemon's log).
+        for text in [
+            "plain-secret-token write:x\n",
+            &*format!("{} write:x plain-secret-token\n", hash("x")),
+        ] {
+            let e = Tokens::parse(text, Path::new("/etc/t"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("plain-secret-token"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_replaced_slot_applies_to_the_next_lookup() {
+        let slot = TokenSlot::new(
+            Tokens::parse(&format!("{} metrics\n", hash("a")), Path::new("/t")).unwrap(),
+        );
+        assert!(slot.current().find("a").is_some());
+        slot.replace(Tokens::parse(&format!("{} metrics\n", hash("b")), Path::new("/t")).unwrap());
+        assert!(slot.current().find("a").is_none());
+        assert!(slot.current().find("b").is_some());
     }
 }
