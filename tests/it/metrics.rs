@@ -249,7 +249,8 @@ fn https_refusals_are_counted_by_reason_too() {
             cert("loghog-server.pem").display(),
             cert("loghog-ca.cert").display()
         ))
-        .conf_extra("[http]\nlisten = 127.0.0.1:0\ntls = yes\n");
+        // A certificate gets `cert_scopes` (default `write:*` only).
+        .conf_extra("[http]\nlisten = 127.0.0.1:0\ntls = yes\ncert_scopes = write:* metrics\n");
     let d = InProcess::start(&setup);
     let port = d.addr("http").port();
     let resolve = format!("localhost:{port}:127.0.0.1");

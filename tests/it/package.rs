@@ -566,3 +566,40 @@ fn certificate_commands_make_what_the_daemon_python_and_rust_accept() {
         "exactly the accepted clients' messages"
     );
 }
+
+/// docs/PROTOCOL.md is what client authors in other languages implement
+/// from: its signing test vector, read from the page itself, is what the
+/// daemon's signer computes (and `core::spec_test_vector_end_to_end` checks
+/// the daemon accepts that signature on the wire).
+#[test]
+fn protocol_document_states_the_signing_vector_the_daemon_computes() {
+    let doc = read(&repo("docs/PROTOCOL.md"));
+    let at = doc
+        .find("Test vector:")
+        .expect("docs/PROTOCOL.md has a test vector");
+    let (para, rest) = doc[at..]
+        .split_once(" gives")
+        .expect("the vector ends in 'gives'");
+    // The backticked values, in the order the page lists them.
+    let values: Vec<&str> = para.split('`').skip(1).step_by(2).collect();
+    let [app_id, module, stamp, nsecs, body, secret] = values[..] else {
+        panic!("expected app_id, module, stamp, nsecs, body and secret in {para:?}");
+    };
+    let stated = rest
+        .split_whitespace()
+        .next()
+        .expect("the signature after 'gives'");
+    let computed =
+        loghog_protocol::sign::Key::new(secret).sign_fields(&loghog_protocol::sign::Signed {
+            app_id,
+            module,
+            stamp: stamp.parse().expect("stamp"),
+            nsecs: nsecs.parse().expect("nsecs"),
+            body,
+        });
+    assert_eq!(stated, computed, "the page's signature for its own vector");
+    assert_eq!(
+        stated, "396d1459bf34d782ebe156fd02b8e591",
+        "the SPEC §3 vector"
+    );
+}
