@@ -8,7 +8,7 @@
 //! configured ones only.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -143,36 +143,27 @@ pub fn render(stats: &Stats, extra: &MetricsSources) -> String {
             value,
         );
     });
-    family(
+    by_label(
         &mut out,
-        "input_received_total",
-        "counter",
+        ("input_received_total", "counter"),
         "well-formed messages received, by input",
+        ("input", &TRANSPORTS),
+        &stats.received_by,
     );
-    for (i, input) in TRANSPORTS.iter().enumerate() {
-        let v = stats.received_by[i].load(Relaxed);
-        sample(&mut out, "input_received_total", &label("input", input), v);
-    }
-    family(
+    by_label(
         &mut out,
-        "tls_refused_total",
-        "counter",
+        ("tls_refused_total", "counter"),
         "TLS handshakes refused, by reason",
+        ("reason", &TLS_REFUSALS),
+        &stats.tls_refused_by,
     );
-    for (i, reason) in TLS_REFUSALS.iter().enumerate() {
-        let v = stats.tls_refused_by[i].load(Relaxed);
-        sample(&mut out, "tls_refused_total", &label("reason", reason), v);
-    }
-    family(
+    by_label(
         &mut out,
-        "connections_open",
-        "gauge",
+        ("connections_open", "gauge"),
         "connections open now, by input",
+        ("input", &STREAM_INPUTS),
+        &stats.connections_open,
     );
-    for (i, input) in STREAM_INPUTS.iter().enumerate() {
-        let v = stats.connections_open[i].load(Relaxed);
-        sample(&mut out, "connections_open", &label("input", input), v);
-    }
     let (buckets, count, sum) = stats.compress_seconds.snapshot();
     family(
         &mut out,
@@ -222,6 +213,21 @@ pub fn render(stats: &Stats, extra: &MetricsSources) -> String {
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {PREFIX}{name} {help}");
     let _ = writeln!(out, "# TYPE {PREFIX}{name} {kind}");
+}
+
+/// A family with one sample per name of a fixed list, `key="name"`, read
+/// from the atomics indexed like the list.
+fn by_label(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    (key, names): (&str, &[&str]),
+    values: &[AtomicU64],
+) {
+    family(out, name, kind, help);
+    for (n, v) in names.iter().zip(values) {
+        sample(out, name, &label(key, n), v.load(Relaxed));
+    }
 }
 
 /// One sample line; `labels` is `a="x",b="y"` or empty.

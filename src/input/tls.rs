@@ -515,6 +515,15 @@ mod tests {
         assert_eq!(served.received, b"over tls 1.2");
     }
 
+    /// A client that trusts our CA and sends no certificate.
+    fn no_certificate_client() -> ClientConfig {
+        ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
+            .with_protocol_versions(&[&TLS13, &TLS12])
+            .unwrap()
+            .with_root_certificates(load_roots(&ca()).unwrap())
+            .with_no_client_auth()
+    }
+
     async fn refused(client: Arc<ClientConfig>) -> String {
         match exchange(server_config(), client, b"should not arrive").await {
             Ok(served) => panic!("accepted, received {:?}", served.received),
@@ -524,12 +533,7 @@ mod tests {
 
     #[tokio::test]
     async fn client_without_certificate_is_refused() {
-        let client =
-            ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
-                .with_protocol_versions(&[&TLS13, &TLS12])
-                .unwrap()
-                .with_root_certificates(load_roots(&ca()).unwrap())
-                .with_no_client_auth();
+        let client = no_certificate_client();
         let reason = refused(Arc::new(client)).await;
         assert!(reason.contains("no certificate"), "{reason}");
     }
@@ -593,12 +597,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_are_counted_under_their_reason() {
-        let no_cert =
-            ClientConfig::builder_with_provider(Arc::new(ring_provider::default_provider()))
-                .with_protocol_versions(&[&TLS13, &TLS12])
-                .unwrap()
-                .with_root_certificates(load_roots(&ca()).unwrap())
-                .with_no_client_auth();
+        let no_cert = no_certificate_client();
         for (client, want) in [
             (Arc::new(no_cert), TlsRefusal::NoCertificate),
             (client_config("other-client.pem"), TlsRefusal::UnknownCa),
