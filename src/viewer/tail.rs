@@ -5,9 +5,12 @@
 //! first, then the new live file from its start, so no line is skipped
 //! or repeated. A poll every 250 ms keeps it independent of the writer
 //! (it reads the files as any reader would) and within the 2 s a person
-//! watching expects.
+//! watching expects. A `compress_on_write` live file (`.log.gz`, one gzip
+//! member per write) is followed member by member: a member still being
+//! written waits for the next look.
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,9 +47,11 @@ pub(crate) async fn follow(
     tx: mpsc::Sender<TailEvent>,
 ) {
     let year = chrono::Datelike::year(&chrono::Local::now());
-    // The file being read: (name, file, identity, position).
-    let mut current: Option<(String, File, (u64, u64), u64)> = None;
+    // The file being read: (name, file, identity, position, gzip).
+    let mut current: Option<(String, File, (u64, u64), u64, bool)> = None;
     let mut pending: Vec<u8> = Vec::new();
+    // Compressed bytes not yet decoded (gzip live files).
+    let mut raw: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut interval = tokio::time::interval(POLL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,7 +68,7 @@ pub(crate) async fn follow(
         else {
             continue;
         };
-        let live = sources.files.iter().find(|s| s.live && s.codec.is_none());
+        let live = sources.files.iter().find(|s| s.live);
         if current.is_none() {
             let Some(src) = live else { continue };
             let Ok(file) = sources.open(src) else {
@@ -74,9 +79,10 @@ pub(crate) async fn follow(
             // one that appears after a rotation, from its start.
             let pos = if first { meta.len() } else { 0 };
             first = false;
-            current = Some((src.name.clone(), file, (meta.dev(), meta.ino()), pos));
+            let gzip = src.codec.is_some();
+            current = Some((src.name.clone(), file, (meta.dev(), meta.ino()), pos, gzip));
         }
-        let Some((name, file, ident, pos)) = current.as_mut() else {
+        let Some((name, file, ident, pos, gzip)) = current.as_mut() else {
             continue;
         };
         // Read what is new, up to MAX_READ this time round.
@@ -88,10 +94,17 @@ pub(crate) async fn follow(
             }
             *pos += n as u64;
             read += n;
-            pending.extend_from_slice(&buf[..n]);
+            if *gzip {
+                raw.extend_from_slice(&buf[..n]);
+            } else {
+                pending.extend_from_slice(&buf[..n]);
+            }
             if read >= MAX_READ {
                 break;
             }
+        }
+        if *gzip {
+            decode_members(&mut raw, &mut pending);
         }
         if let Some(cut) = memchr::memrchr(b'\n', &pending).map(|i| i + 1) {
             let mut lines = Vec::new();
@@ -108,6 +121,10 @@ pub(crate) async fn follow(
         } else if pending.len() > MAX_PENDING {
             pending.clear();
         }
+        if raw.len() > MAX_PENDING {
+            // Not a member that is still being written: a corrupt one.
+            raw.clear();
+        }
         if read > 0 {
             continue;
         }
@@ -118,11 +135,57 @@ pub(crate) async fn follow(
             draining = false;
             current = None;
             pending.clear();
+            raw.clear();
             if tx.send(TailEvent::Rotated).await.is_err() {
                 return;
             }
         } else if sources.identity(name).is_some_and(|id| id != *ident) {
             draining = true;
         }
+    }
+}
+
+/// Moves every complete gzip member at the start of `raw` into `out`,
+/// decoded; an unfinished member stays in `raw` for the next look.
+fn decode_members(raw: &mut Vec<u8>, out: &mut Vec<u8>) {
+    let mut consumed = 0;
+    while consumed < raw.len() {
+        let mut input = std::io::Cursor::new(&raw[consumed..]);
+        let mut member = Vec::new();
+        let done = flate2::bufread::GzDecoder::new(&mut input).read_to_end(&mut member);
+        if done.is_err() {
+            break;
+        }
+        consumed += input.position() as usize;
+        out.extend_from_slice(&member);
+    }
+    raw.drain(..consumed);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn member(text: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(text).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_members_are_decoded_once_whole() {
+        let mut raw = member(b"one\n");
+        let second = member(b"two\nthree\n");
+        raw.extend_from_slice(&second[..second.len() / 2]);
+        let mut out = Vec::new();
+        decode_members(&mut raw, &mut out);
+        assert_eq!(out, b"one\n");
+        assert_eq!(raw, &second[..second.len() / 2]);
+        raw.extend_from_slice(&second[second.len() / 2..]);
+        decode_members(&mut raw, &mut out);
+        assert_eq!(out, b"one\ntwo\nthree\n");
+        assert!(raw.is_empty());
     }
 }
