@@ -487,7 +487,7 @@ fn viewer_lists_facility_and_pages_newest_first() {
         );
         let summary = text_of(c, "#summary").await;
         assert!(
-            summary.contains('8'),
+            summary.contains("8 lines"),
             "#summary does not say 8 lines: {summary:?}"
         );
 
@@ -671,7 +671,11 @@ fn viewer_searches_into_xz_backup() {
     let setup = viewer_setup(100);
     let mut d = InProcess::start(&setup);
     let word_lines: Vec<String> = (0..10)
-        .map(|i| format!("WARNING - cache miss for key {WORD}-{i}"))
+        .map(|i| match i % 3 {
+            0 => format!("INFO - cache refill for key {WORD}-{i}"),
+            1 => format!("WARNING - cache miss for key {WORD}-{i}"),
+            _ => format!("ERROR - cache backend timeout for key {WORD}-{i}"),
+        })
         .collect();
     // Enough filler after the word lines to pass max_size (4096) and
     // rotate once: ~75 bytes a line.
