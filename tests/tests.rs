@@ -61,3 +61,6 @@ mod metrics;
 
 #[path = "it/viewer.rs"]
 mod viewer;
+
+#[path = "it/browser.rs"]
+mod browser;
