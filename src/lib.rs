@@ -26,6 +26,7 @@
 //! tz           the TZ variable, checked before anything reads it
 //! stats        counters; ratelimit  warnings peers can cause
 //! metrics      GET /metrics (Prometheus text) and /healthz, an axum Router
+//! viewer       the read-only browser view over the files (search, tail, chart)
 //! escape       client strings escaped and truncated for the daemon's log
 //! daemon       run(config, listeners, control, shutdown); the binary's wiring
 //! ```
@@ -50,6 +51,9 @@
 //!
 //! Arrows point down: an input never knows which output a route has, an
 //! output never parses a wire format, and `rotation` imports nothing above it.
+//! The viewer sits beside the inputs on the HTTP server and reads the files
+//! the writers wrote (through `rotation`'s names and no-symlink rule), never
+//! the writers themselves.
 
 pub mod cli;
 pub mod clock;

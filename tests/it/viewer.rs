@@ -597,3 +597,58 @@ fn viewer_live_tail_sends_new_lines_and_follows_a_rotation() {
     );
     assert!(rotated, "the facility rotated while the tail ran");
 }
+
+#[test]
+fn viewer_live_tail_follows_a_compress_on_write_file() {
+    let setup = Setup::new().facilities(FACILITIES).conf_extra(
+        "[compressor]\ncompress_on_write = yes\n[http]\nlisten = 127.0.0.1:0\ntokens_file = tokens\n",
+    );
+    std::fs::write(
+        setup.root().join("tokens"),
+        format!("{} read:*\n", sha256_hex(b"tok")),
+    )
+    .unwrap();
+    let d = InProcess::start(&setup);
+    let tcp = d.addr("tcp");
+    let send = |from: u32, to: u32| {
+        let mut s = connect(tcp);
+        for n in from..to {
+            s.write_all(&frame(
+                "app-b",
+                "",
+                &format!("INFO - line {n:05}"),
+                &Opts::default(),
+            ))
+            .unwrap();
+        }
+    };
+    send(0, 3);
+    d.wait_stat("written", 3);
+    assert!(setup.log("app-b/root.log.gz").is_file());
+    let mut curl = Command::new("curl")
+        .args(["-sN", "--max-time", "30", "-H", "Authorization: Bearer tok"])
+        .arg(format!("http://{}/app/app-b/root/tail", d.addr("http")))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let mut out = BufReader::new(curl.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(600));
+    // One gzip member per write: several writes, each seen once.
+    for n in 3..8 {
+        send(n, n + 1);
+        d.wait_stat("written", u64::from(n) + 1);
+    }
+    let mut got = Vec::new();
+    let mut line = String::new();
+    while got.len() < 5 {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "tail ended: {got:?}");
+        if let Some(data) = line.strip_prefix("data: ") {
+            let i = data.find("line ").unwrap();
+            got.push(data[i + 5..i + 10].parse::<u32>().unwrap());
+        }
+    }
+    let _ = curl.kill();
+    let _ = curl.wait();
+    assert_eq!(got, vec![3, 4, 5, 6, 7]);
+}
