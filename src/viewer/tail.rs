@@ -37,6 +37,19 @@ pub(crate) enum TailEvent {
     Rotated,
 }
 
+/// The file the tail is reading.
+struct Following {
+    /// Its name in the app directory (the live name).
+    name: String,
+    file: File,
+    /// `(dev, ino)` when opened: a rotation gives the name another.
+    ident: (u64, u64),
+    /// How far it has been read (compressed bytes, for gzip).
+    pos: u64,
+    /// A `compress_on_write` file: gzip members.
+    gzip: bool,
+}
+
 /// Follows the live file of `facility` (of `host`, for `file_per_host`)
 /// and sends what passes `filter` to `tx`, until `tx` is closed.
 pub(crate) async fn follow(
@@ -47,8 +60,7 @@ pub(crate) async fn follow(
     tx: mpsc::Sender<TailEvent>,
 ) {
     let year = chrono::Datelike::year(&chrono::Local::now());
-    // The file being read: (name, file, identity, position, gzip).
-    let mut current: Option<(String, File, (u64, u64), u64, bool)> = None;
+    let mut current: Option<Following> = None;
     let mut pending: Vec<u8> = Vec::new();
     // Compressed bytes not yet decoded (gzip live files).
     let mut raw: Vec<u8> = Vec::new();
@@ -79,10 +91,22 @@ pub(crate) async fn follow(
             // one that appears after a rotation, from its start.
             let pos = if first { meta.len() } else { 0 };
             first = false;
-            let gzip = src.codec.is_some();
-            current = Some((src.name.clone(), file, (meta.dev(), meta.ino()), pos, gzip));
+            current = Some(Following {
+                name: src.name.clone(),
+                file,
+                ident: (meta.dev(), meta.ino()),
+                pos,
+                gzip: src.codec.is_some(),
+            });
         }
-        let Some((name, file, ident, pos, gzip)) = current.as_mut() else {
+        let Some(Following {
+            name,
+            file,
+            ident,
+            pos,
+            gzip,
+        }) = current.as_mut()
+        else {
             continue;
         };
         // Read what is new, up to MAX_READ this time round.
