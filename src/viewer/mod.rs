@@ -440,9 +440,10 @@ async fn index(
     let v2 = v.clone();
     let rows = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let mut budget = v2.budget();
         facilities
             .iter()
-            .map(|f| index_row(&v2, f))
+            .map(|f| index_row(&v2, f, &mut budget))
             .collect::<Vec<_>>()
     })
     .await
@@ -451,7 +452,7 @@ async fn index(
 }
 
 /// One facility's row: files, size, last write and today's count.
-fn index_row(v: &Viewer, f: &Facility) -> pages::FacilityRow {
+fn index_row(v: &Viewer, f: &Facility, budget: &mut Budget) -> pages::FacilityRow {
     let hosts = if f.file_per_host {
         sources::hosts(&v.files.logdir, f)
     } else {
@@ -469,6 +470,7 @@ fn index_row(v: &Viewer, f: &Facility) -> pages::FacilityRow {
         today: None,
         per_minute: None,
         hosts: hosts.len(),
+        at_least: false,
     };
     let mut newest = None;
     let host_list: Vec<Option<&str>> = if f.file_per_host {
@@ -486,8 +488,9 @@ fn index_row(v: &Viewer, f: &Facility) -> pages::FacilityRow {
             newest = newest.max(src.modified);
         }
         if let Some(live) = s.files.iter().find(|x| x.live) {
-            if let Some(n) = scan::count_since(&s, live, f.format, &key) {
+            if let Some((n, capped)) = scan::count_since(&s, live, f.format, &key, budget) {
                 *row.today.get_or_insert(0) += n;
+                row.at_least |= capped;
             }
         }
     }

@@ -46,6 +46,8 @@ pub(crate) struct FacilityRow {
     pub(crate) today: Option<u64>,
     pub(crate) per_minute: Option<f64>,
     pub(crate) hosts: usize,
+    /// The count stopped at the work cap: at least `today`.
+    pub(crate) at_least: bool,
 }
 
 /// `/`: applications → facilities.
@@ -71,7 +73,7 @@ pub(crate) fn index(rows: &[FacilityRow]) -> Markup {
                             td.num { (r.files) }
                             td.num { (human_bytes(r.bytes)) }
                             td { (r.last_write.as_deref().unwrap_or("—")) }
-                            td.num { @match r.today { Some(n) => (n), None => "—" } }
+                            td.num { @match r.today { Some(n) => { @if r.at_least { "≥" } (n) }, None => "—" } }
                             td.num { @match r.per_minute { Some(p) => (format!("{p:.1}")), None => "—" } }
                         }
                     }

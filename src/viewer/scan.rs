@@ -828,14 +828,16 @@ fn time_offset(file: &File, len: u64, key: &TimeKey) -> io::Result<(u64, u64)> {
 }
 
 /// Lines of the live file since `key` (today's count on the index page):
-/// counted by newlines after a binary search, so a big file costs little.
+/// counted by newlines after a binary search, so a big file costs little,
+/// and within `budget` (`true` with the count when it ran out first).
 /// `None` when the file is not a plain `loghog` file.
 pub(crate) fn count_since(
     sources: &Sources,
     src: &Source,
     format: LineFormat,
     key: &TimeKey,
-) -> Option<u64> {
+    budget: &mut Budget,
+) -> Option<(u64, bool)> {
     if src.codec.is_some() || format != LineFormat::Loghog {
         return None;
     }
@@ -865,8 +867,11 @@ pub(crate) fn count_since(
         }
         count += memchr::memchr_iter(b'\n', chunk).count() as u64;
         pos += n as u64;
+        if budget.spend(n).is_err() {
+            return Some((count, true));
+        }
     }
-    Some(count)
+    Some((count, false))
 }
 
 #[cfg(test)]
