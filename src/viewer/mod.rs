@@ -343,6 +343,25 @@ fn target(
     })
 }
 
+/// [`target`], then `adjust` on its parameters, then its filter; a bad
+/// search is a 400 (the pages say it in the page instead).
+#[allow(clippy::result_large_err)]
+fn target_filter(
+    v: &Viewer,
+    principal: &Principal,
+    app: &str,
+    module: &str,
+    req: &Request,
+    adjust: impl FnOnce(&mut Params),
+) -> Result<(Target, Filter), Response> {
+    let mut t = target(v, principal, app, module, req.uri().query())?;
+    adjust(&mut t.params);
+    match t.filter() {
+        Ok(f) => Ok((t, f)),
+        Err(e) => Err((StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()),
+    }
+}
+
 impl Target {
     /// The scan filter (the host field filter only when the host does not
     /// already pick the files).
@@ -620,18 +639,17 @@ async fn chart_svg(
     UrlPath((app, module)): UrlPath<(String, String)>,
     req: Request,
 ) -> Response {
-    let mut t = match target(&v, &principal, &app, &module, req.uri().query()) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
     // No range chosen: the last hour.
     let now = Local::now().naive_local();
-    let to = t.params.to.unwrap_or(now);
-    let from = t.params.from.unwrap_or(to - TimeDelta::hours(1));
-    t.params.from = Some(from);
-    t.params.to = Some(to);
-    let Ok(filter) = t.filter() else {
-        return (StatusCode::BAD_REQUEST, "bad search\n").into_response();
+    let (mut from, mut to) = (now, now);
+    let (t, filter) = match target_filter(&v, &principal, &app, &module, &req, |p| {
+        to = p.to.unwrap_or(now);
+        from = p.from.unwrap_or(to - TimeDelta::hours(1));
+        p.from = Some(from);
+        p.to = Some(to);
+    }) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let permit = match scan_slot(&v).await {
         Ok(p) => p,
@@ -669,13 +687,9 @@ async fn download(
     UrlPath((app, module)): UrlPath<(String, String)>,
     req: Request,
 ) -> Response {
-    let t = match target(&v, &principal, &app, &module, req.uri().query()) {
+    let (t, filter) = match target_filter(&v, &principal, &app, &module, &req, |_| {}) {
         Ok(t) => t,
         Err(r) => return r,
-    };
-    let filter = match t.filter() {
-        Ok(f) => f,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let permit = match scan_slot(&v).await {
         Ok(p) => p,
@@ -733,15 +747,13 @@ async fn tail_events(
     UrlPath((app, module)): UrlPath<(String, String)>,
     req: Request,
 ) -> Response {
-    let mut t = match target(&v, &principal, &app, &module, req.uri().query()) {
+    // The tail is of what comes next: no time range.
+    let (t, filter) = match target_filter(&v, &principal, &app, &module, &req, |p| {
+        p.from = None;
+        p.to = None;
+    }) {
         Ok(t) => t,
         Err(r) => return r,
-    };
-    t.params.from = None;
-    t.params.to = None;
-    let filter = match t.filter() {
-        Ok(f) => f,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let (tx, rx) = mpsc::channel::<tail::TailEvent>(256);
     tokio::spawn(tail::follow(

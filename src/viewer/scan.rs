@@ -330,6 +330,28 @@ fn overlaps(files: &[Source], i: usize, b: &Bounds) -> (bool, bool) {
     (newer, older)
 }
 
+/// Opens `src` for a scan and counts it; `None` when it is gone (rotated
+/// or pruned since the listing: its lines are elsewhere in the list, or
+/// gone) or unreadable (said in `out.errors`).
+fn open_counted(
+    sources: &Sources,
+    src: &Source,
+    out: &mut Outcome,
+    budget: &mut Budget,
+) -> Option<File> {
+    match sources.open(src) {
+        Ok(f) => {
+            budget.files += 1;
+            Some(f)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            out.errors.push(format!("{}: {e}", src.name));
+            None
+        }
+    }
+}
+
 /// Emits up to `limit` lines, newest first, from before `cursor`.
 pub(crate) fn newest_first(
     sources: &Sources,
@@ -370,17 +392,9 @@ pub(crate) fn newest_first(
             continue;
         }
         let src = &files[i];
-        let file = match sources.open(src) {
-            Ok(f) => f,
-            // Rotated or pruned since the listing: its lines are elsewhere
-            // in the list, or gone.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                out.errors.push(format!("{}: {e}", src.name));
-                continue;
-            }
+        let Some(file) = open_counted(sources, src, &mut out, budget) else {
+            continue;
         };
-        budget.files += 1;
         let want = limit - out.shown;
         let r = if src.codec.is_none() {
             reverse_plain(&file, src, filter, &b, before, want, budget, emit)
@@ -628,15 +642,9 @@ pub(crate) fn oldest_first(
             continue;
         }
         let src = &files[i];
-        let file = match sources.open(src) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                out.errors.push(format!("{}: {e}", src.name));
-                continue;
-            }
+        let Some(file) = open_counted(sources, src, &mut out, budget) else {
+            continue;
         };
-        budget.files += 1;
         let year = year_of(src);
         let mut start = 0;
         if let (None, Some(from), LineFormat::Loghog) = (src.codec, b.from_slack, filter.format) {
