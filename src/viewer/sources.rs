@@ -95,9 +95,13 @@ impl Sources {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .get(&live)
                         .map(|s| s.started.naive_local());
+                    // Without a state entry (a file the daemon has not
+                    // written since it started), its first line says when
+                    // it began, for skipping by time.
+                    let first = || (ext == "log").then(|| first_stamp(&dir, &name)).flatten();
                     files.push(Source {
                         generation: started.map_or_else(|| LIVE.to_owned(), format_stamp),
-                        started,
+                        started: started.or_else(first),
                         codec: (ext == "log.gz").then_some(Codec::Gzip),
                         live: true,
                         size: meta.len(),
@@ -152,16 +156,7 @@ impl Sources {
     /// # Errors
     /// The file is gone (rotated or pruned meanwhile), or a symlink.
     pub(crate) fn open(&self, source: &Source) -> io::Result<File> {
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(
-            Some(self.dir.fd()),
-            source.name.as_str(),
-            flags,
-            Mode::empty(),
-        )?;
-        // SAFETY: `fd` was just returned by a successful openat and nothing
-        // else owns it.
-        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+        open_in(&self.dir, &source.name)
     }
 
     /// `(dev, ino)` of `name` in the app directory now, without following
@@ -171,6 +166,25 @@ impl Sources {
         let meta = std::fs::symlink_metadata(self.dir.inner(name)).ok()?;
         meta.is_file().then(|| (meta.dev(), meta.ino()))
     }
+}
+
+/// Opens `name` in `dir` for reading, without following a symlink.
+fn open_in(dir: &Dir, name: &str) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(Some(dir.fd()), name, flags, Mode::empty())?;
+    // SAFETY: `fd` was just returned by a successful openat and nothing
+    // else owns it.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// The time of the first line of plain `name` (a `loghog` format stamp).
+fn first_stamp(dir: &Dir, name: &str) -> Option<NaiveDateTime> {
+    use std::os::unix::fs::FileExt;
+    let file = open_in(dir, name).ok()?;
+    let mut head = [0u8; 26];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let text = std::str::from_utf8(&head).ok()?;
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok()
 }
 
 /// A decompressing reader over `file` for `codec` (plain when `None`).
