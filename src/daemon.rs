@@ -410,19 +410,31 @@ pub async fn run(
             facilities: fac_rx.clone(),
         },
     );
+    let viewer_facilities = fac_rx.clone();
     let scheduler = tokio::spawn(scheduler::run(writers.clone(), fac_rx, token.clone()));
     let mut listeners = listeners;
     let http_listeners = std::mem::take(&mut listeners.http);
     if !http_listeners.is_empty() {
-        let state = Arc::new(input::http::HttpState::new(
+        let http_state = Arc::new(input::http::HttpState::new(
             inputs.router.clone(),
             &config.http,
             http_tokens.clone(),
         ));
+        let viewer = config.viewer.enabled.then(|| {
+            crate::viewer::router(Arc::new(crate::viewer::Viewer::new(
+                crate::viewer::Files {
+                    logdir: config.main.logdir.clone(),
+                    state: state.clone(),
+                },
+                viewer_facilities,
+                config.viewer.clone(),
+                http_state.clone(),
+            )))
+        });
         input::http::run(
             http_listeners,
-            state,
-            metrics,
+            http_state,
+            input::http::Fragments { metrics, viewer },
             &config.http,
             http_tls.clone(),
             token.clone(),

@@ -69,6 +69,7 @@ pub(crate) mod router;
 pub mod stats;
 pub(crate) mod timefmt;
 pub mod tz;
+pub(crate) mod viewer;
 
 pub use input::http::bind_http;
 #[doc(hidden)]

@@ -58,3 +58,6 @@ mod http;
 
 #[path = "it/metrics.rs"]
 mod metrics;
+
+#[path = "it/viewer.rs"]
+mod viewer;

@@ -21,6 +21,7 @@ pub(super) const KEYS: &[&str] = &[
     "tls",
     "tokens_file",
     "allow_anonymous_on_loopback",
+    "allow_anonymous_read",
     "cert_scopes",
     "max_body",
     "header_timeout",
@@ -101,6 +102,10 @@ pub struct HttpSection {
     /// Requests without credentials get `write:*` and `metrics` (never
     /// `read:`): only allowed when every `listen` address is a loopback one.
     pub allow_anonymous_on_loopback: bool,
+    /// Requests without credentials may also read every application's
+    /// logs in the viewer (`read:*`): only with `allow_anonymous_on_loopback`
+    /// and plain HTTP, and never by default (issue 15).
+    pub allow_anonymous_read: bool,
     /// Scopes of a verified client certificate that has no `cert:` line in
     /// the tokens file (default `write:*`: certificates from
     /// loghog-client-cert are for application hosts, which write).
@@ -122,6 +127,7 @@ impl Default for HttpSection {
             tls: false,
             tokens_file: None,
             allow_anonymous_on_loopback: false,
+            allow_anonymous_read: false,
             cert_scopes: Arc::new([Grant::WriteAll]),
             max_body_bytes: DEFAULT_MAX_BODY as usize,
             header_timeout: Duration::from_secs(10),
@@ -161,6 +167,7 @@ pub(super) fn read_http(r: &Reader<'_>, has_tls_files: bool) -> Result<HttpSecti
         tls: r.bool("tls", false)?,
         tokens_file: r.path("tokens_file")?,
         allow_anonymous_on_loopback: r.bool("allow_anonymous_on_loopback", false)?,
+        allow_anonymous_read: r.bool("allow_anonymous_read", false)?,
         max_body_bytes: r.number("max_body", DEFAULT_MAX_BODY, 64, MAX_MAX_BODY)? as usize,
         header_timeout: secs("header_timeout", d.header_timeout)?,
         body_timeout: secs("body_timeout", d.body_timeout)?,
@@ -170,6 +177,14 @@ pub(super) fn read_http(r: &Reader<'_>, has_tls_files: bool) -> Result<HttpSecti
     };
     if section.listen.is_empty() {
         return Ok(section);
+    }
+    if section.allow_anonymous_read && (section.tls || !section.allow_anonymous_on_loopback) {
+        return Err(r.error(
+            "allow_anonymous_read",
+            "anonymous read is only for plain HTTP on loopback: it needs \
+             allow_anonymous_on_loopback = yes and tls = no; give readers a token with \
+             read:APP in tokens_file instead",
+        ));
     }
     if section.tls && !has_tls_files {
         return Err(r.error(

@@ -8,6 +8,7 @@ pub mod facility;
 pub mod http;
 pub mod raw;
 pub mod syslog;
+pub mod viewer;
 pub mod warning;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use facility::{Facility, FacilityDb, SyncPolicy};
 pub use http::{Grant, HttpSection};
 pub use syslog::SyslogSection;
+pub use viewer::ViewerSection;
 pub use warning::ConfigWarning;
 
 use crate::compress::Codec;
@@ -66,6 +68,7 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("scheduler", &["db_filename"]),
     ("syslog", syslog::KEYS),
     ("http", http::KEYS),
+    ("viewer", viewer::KEYS),
 ];
 
 /// Largest `max_connections` and `max_connections_per_ip` (each connection
@@ -150,6 +153,8 @@ pub struct Config {
     pub syslog: SyslogSection,
     /// `[http]`: the HTTP listener (issue 14).
     pub http: HttpSection,
+    /// `[viewer]`: the log viewer's work limits (issue 15).
+    pub viewer: ViewerSection,
     /// Limits that protect the daemon (defaults; not yet keys of the file).
     pub limits: Limits,
     /// What was ignored (unknown sections and keys), for the caller to
@@ -341,6 +346,7 @@ impl Config {
             compressor: read_compressor(&get("compressor"))?,
             syslog: syslog::read_syslog(&get("syslog"), has_tls_files)?,
             http: http::read_http(&get("http"), has_tls_files)?,
+            viewer: viewer::read_viewer(&get("viewer"))?,
             server,
             limits: read_limits(&get("server"))?,
             warnings,

@@ -43,7 +43,7 @@ const TOKENS: &[(&str, &str)] = &[
     ("tok-metrics", "metrics"),
 ];
 
-fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -88,14 +88,14 @@ fn token_setup() -> Setup {
 }
 
 /// A curl reply: status (0 when no HTTP reply came), headers, body.
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 /// Runs `curl` with `args` against `url`: a POST of `body`, or a GET.
-fn run_curl(url: &str, args: &[&str], body: Option<&[u8]>) -> Reply {
+pub(crate) fn run_curl(url: &str, args: &[&str], body: Option<&[u8]>) -> Reply {
     let dir = tempfile::tempdir().unwrap();
     let (data, head) = (dir.path().join("data"), dir.path().join("head"));
     let mut cmd = Command::new("curl");

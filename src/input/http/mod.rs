@@ -61,7 +61,6 @@ pub(crate) enum Scope {
     /// Read the daemon's metrics (`metrics`).
     Metrics,
     /// Read this application's logs (`read:APP`, the viewer).
-    #[allow(dead_code)] // required by the viewer
     Read(String),
 }
 
@@ -93,6 +92,15 @@ impl Scope {
 /// and the local operator may watch (`loghog-top`), but reading logs needs
 /// a credential, or every local user could read every application's logs.
 const ANONYMOUS_GRANTS: &[Grant] = &[Grant::WriteAll, Grant::Metrics];
+
+/// What anonymous access gets when the operator also set
+/// `allow_anonymous_read` (plain HTTP on loopback only).
+const ANONYMOUS_READ_GRANTS: &[Grant] = &[Grant::WriteAll, Grant::Metrics, Grant::ReadAll];
+
+/// The cookie the viewer's login form sets: the bearer token itself,
+/// `HttpOnly` and `SameSite=Strict`, so it is checked against the tokens
+/// file on every request (a reload that drops the token logs it out).
+pub(crate) const TOKEN_COOKIE: &str = "loghogd_token";
 
 /// The credentials of `tokens_file`: token SHA-256 digests and client
 /// certificate CNs, with their scopes.
@@ -289,6 +297,10 @@ pub(crate) struct HttpState {
     /// Requests without credentials get [`ANONYMOUS_GRANTS`] (loopback
     /// opt-in).
     anonymous: bool,
+    /// Anonymous requests may also read ([`ANONYMOUS_READ_GRANTS`]).
+    anonymous_read: bool,
+    /// HTTPS: the login cookie is marked `Secure`.
+    pub(crate) tls: bool,
     /// Largest request body (413 past it).
     pub(crate) max_body_bytes: usize,
     /// Time allowed for a request's body.
@@ -309,6 +321,8 @@ impl HttpState {
             tokens,
             cert_scopes: section.cert_scopes.clone(),
             anonymous: section.allow_anonymous_on_loopback,
+            anonymous_read: section.allow_anonymous_read,
+            tls: section.tls,
             max_body_bytes: section.max_body_bytes,
             body_timeout: section.body_timeout,
             limiter: RateLimit::new(20, Duration::from_secs(10)),
@@ -374,8 +388,9 @@ pub(crate) enum Principal {
     Cert(Arc<[Grant]>),
     /// A listed bearer token's scopes.
     Token(Arc<[Grant]>),
-    /// No credentials, on loopback by opt-in: [`ANONYMOUS_GRANTS`].
-    Anonymous,
+    /// No credentials, on loopback by opt-in: [`ANONYMOUS_GRANTS`], or
+    /// [`ANONYMOUS_READ_GRANTS`] when `read` (`allow_anonymous_read`).
+    Anonymous { read: bool },
     /// No credentials (or a token not listed): nothing is allowed.
     Nobody,
 }
@@ -390,8 +405,18 @@ impl Principal {
             Principal::Cert(g) => (g, "client certificate"),
             Principal::Token(g) => (g, "token"),
             // A credential would help here, so 401 rather than 403.
-            Principal::Anonymous if scope.granted_by(ANONYMOUS_GRANTS) => return Ok(()),
-            Principal::Anonymous | Principal::Nobody => return Err(Denied::Unauthenticated(scope)),
+            Principal::Anonymous { read } => {
+                let grants = if *read {
+                    ANONYMOUS_READ_GRANTS
+                } else {
+                    ANONYMOUS_GRANTS
+                };
+                if scope.granted_by(grants) {
+                    return Ok(());
+                }
+                return Err(Denied::Unauthenticated(scope));
+            }
+            Principal::Nobody => return Err(Denied::Unauthenticated(scope)),
         };
         if scope.granted_by(grants) {
             Ok(())
@@ -420,7 +445,8 @@ pub(crate) fn authenticate(state: &HttpState, peer: &Peer, headers: &HeaderMap) 
         .and_then(|v| {
             let (kind, rest) = v.split_once(' ')?;
             kind.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
+        })
+        .or_else(|| token_cookie(headers));
     if let (Some(token), Some(tokens)) = (bearer, &tokens) {
         return match tokens.find(token) {
             Some(grants) => Principal::Token(grants),
@@ -433,9 +459,33 @@ pub(crate) fn authenticate(state: &HttpState, peer: &Peer, headers: &HeaderMap) 
         };
     }
     if state.anonymous {
-        return Principal::Anonymous;
+        return Principal::Anonymous {
+            read: state.anonymous_read,
+        };
     }
     Principal::Nobody
+}
+
+/// The token of the viewer's login cookie, if the request carries one.
+fn token_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == TOKEN_COOKIE && !value.is_empty()).then_some(value)
+        })
+}
+
+/// Whether `token` is listed in the tokens file (the viewer's login form
+/// checks it before it sets the cookie).
+pub(crate) fn token_is_listed(state: &HttpState, token: &str) -> bool {
+    state
+        .tokens
+        .as_ref()
+        .is_some_and(|slot| slot.current().find(token).is_some())
 }
 
 /// Checks `scope` for a request in one step (for handlers that know it
@@ -454,8 +504,14 @@ pub(crate) fn authorize(
 }
 
 /// Every route the HTTP server answers. The one place other fragments are
-/// mounted: the metrics and healthz router is `.merge`d here.
-pub(crate) fn routes(state: Arc<HttpState>, metrics: axum::Router) -> axum::Router {
+/// mounted: the metrics and healthz router and the viewer are `.merge`d
+/// here; every viewer request carries its [`Principal`] as an extension,
+/// and the viewer checks `read:APP` once it knows the application.
+pub(crate) fn routes(
+    state: Arc<HttpState>,
+    metrics: axum::Router,
+    viewer: Option<axum::Router>,
+) -> axum::Router {
     use axum::routing::post;
     // `/metrics` and `/healthz` need the `metrics` scope like any other
     // endpoint (anonymous only on loopback, when the operator opted in).
@@ -463,11 +519,36 @@ pub(crate) fn routes(state: Arc<HttpState>, metrics: axum::Router) -> axum::Rout
         state.clone(),
         require_metrics,
     ));
-    axum::Router::new()
+    let viewer = viewer.map(|v| {
+        v.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            with_principal,
+        ))
+    });
+    let app = axum::Router::new()
         .route("/v1/logs", post(ingest::logs))
         .route("/backend/save/", post(ingest::daedalus))
         .with_state(state)
-        .merge(metrics)
+        .merge(metrics);
+    match viewer {
+        Some(v) => app.merge(v),
+        None => app,
+    }
+}
+
+/// Puts the request's [`Principal`] into its extensions (for the viewer,
+/// which checks the scope per application).
+async fn with_principal(
+    axum::extract::State(state): axum::extract::State<Arc<HttpState>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let principal = match req.extensions().get::<Peer>() {
+        Some(peer) => authenticate(&state, peer, req.headers()),
+        None => Principal::Nobody,
+    };
+    req.extensions_mut().insert(principal);
+    next.run(req).await
 }
 
 /// The `metrics` scope check in front of the metrics routes.
@@ -517,6 +598,14 @@ struct Server {
     state: Arc<HttpState>,
 }
 
+/// The routers other modules serve on the HTTP listener.
+pub(crate) struct Fragments {
+    /// `/metrics` and `/healthz`.
+    pub(crate) metrics: axum::Router,
+    /// The log viewer, unless `[viewer] enabled = no`.
+    pub(crate) viewer: Option<axum::Router>,
+}
+
 /// Spawns an accept loop per listener on `tracker`; they stop accepting
 /// when `token` is cancelled, and connections finish their request.
 ///
@@ -525,14 +614,14 @@ struct Server {
 pub(crate) fn run(
     listeners: Vec<std::net::TcpListener>,
     state: Arc<HttpState>,
-    metrics: axum::Router,
+    fragments: Fragments,
     section: &HttpSection,
     tls: Option<TlsSetup>,
     token: CancellationToken,
     tracker: &TaskTracker,
 ) -> io::Result<()> {
     let server = Arc::new(Server {
-        app: routes(state.clone(), metrics),
+        app: routes(state.clone(), fragments.metrics, fragments.viewer),
         tls,
         slots: Arc::new(Semaphore::new(section.max_connections)),
         header_timeout: section.header_timeout,
@@ -764,7 +853,7 @@ mod tests {
 
     #[test]
     fn anonymous_writes_and_scrapes_but_never_reads() {
-        let anon = Principal::Anonymous;
+        let anon = Principal::Anonymous { read: false };
         assert!(anon.require(Scope::Write("any".into())).is_ok());
         assert!(anon.require(Scope::Metrics).is_ok());
         assert!(matches!(
@@ -772,6 +861,10 @@ mod tests {
             Err(Denied::Unauthenticated(Scope::Read(_)))
         ));
         assert!(Principal::Nobody.require(Scope::Metrics).is_err());
+        // allow_anonymous_read adds read:* (loopback, plain HTTP only).
+        let reader = Principal::Anonymous { read: true };
+        assert!(reader.require(Scope::Read("any".into())).is_ok());
+        assert!(reader.require(Scope::Metrics).is_ok());
     }
 
     #[test]
