@@ -31,7 +31,13 @@ pub(crate) struct Buckets {
 impl Buckets {
     /// Buckets covering `[from, to)`, minute-aligned.
     pub(crate) fn new(from: NaiveDateTime, to: NaiveDateTime) -> Buckets {
-        let start = from - TimeDelta::seconds(i64::from(chrono::Timelike::second(&from)));
+        // Times come from the URL: arithmetic that would leave chrono's
+        // range keeps the time as it is instead of panicking.
+        let start = from
+            .checked_sub_signed(TimeDelta::seconds(i64::from(chrono::Timelike::second(
+                &from,
+            ))))
+            .unwrap_or(from);
         let span = (to - start).num_minutes().max(1);
         let minutes = (span + MAX_BARS - 1) / MAX_BARS;
         let n = ((span + minutes - 1) / minutes).max(1) as usize;
@@ -120,7 +126,9 @@ impl Buckets {
     }
 
     fn label(&self, i: usize, fmt: &str) -> String {
-        (self.start + TimeDelta::minutes(self.minutes * i as i64))
+        self.start
+            .checked_add_signed(TimeDelta::minutes(self.minutes.saturating_mul(i as i64)))
+            .unwrap_or(self.start)
             .format(fmt)
             .to_string()
     }
@@ -149,6 +157,10 @@ mod tests {
         let svg = b.svg(Some("stopped early"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("10:03: 1") && svg.contains("stopped early"));
+        // Any range from a URL draws, even chrono's whole one.
+        let all = Buckets::new(NaiveDateTime::MIN, NaiveDateTime::MAX);
+        assert!(all.counts.len() as i64 <= MAX_BARS);
+        assert!(all.svg(None).ends_with("</svg>"));
         // A week gets wider buckets, never more than MAX_BARS.
         let b = Buckets::new(from, from + TimeDelta::days(7));
         assert!(b.counts.len() as i64 <= MAX_BARS && b.minutes == 14);

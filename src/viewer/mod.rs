@@ -644,7 +644,9 @@ async fn chart_svg(
     let (mut from, mut to) = (now, now);
     let (t, filter) = match target_filter(&v, &principal, &app, &module, &req, |p| {
         to = p.to.unwrap_or(now);
-        from = p.from.unwrap_or(to - TimeDelta::hours(1));
+        from = p
+            .from
+            .unwrap_or_else(|| to.checked_sub_signed(TimeDelta::hours(1)).unwrap_or(to));
         p.from = Some(from);
         p.to = Some(to);
     }) {

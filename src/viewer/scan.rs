@@ -137,8 +137,13 @@ impl Filter {
         Bounds {
             from: self.from.as_ref().map(key_of),
             to: self.to.as_ref().map(key_of),
-            from_slack: self.from.map(|t| key_of(&(t - SLACK))),
-            to_slack: self.to.map(|t| key_of(&(t + SLACK))),
+            // URL times near chrono's limits keep no slack rather than panic.
+            from_slack: self
+                .from
+                .map(|t| key_of(&t.checked_sub_signed(SLACK).unwrap_or(t))),
+            to_slack: self
+                .to
+                .map(|t| key_of(&t.checked_add_signed(SLACK).unwrap_or(t))),
         }
     }
 
@@ -919,6 +924,16 @@ mod tests {
         let f = filter(Some(Matcher::new(r"^x", true, false).unwrap()));
         assert_eq!(lines_of(&f, chunk), ["x x x"]);
         assert!(Matcher::new("(", true, false).is_err());
+    }
+
+    #[test]
+    fn times_at_chrono_limits_do_not_panic() {
+        let mut f = filter(None);
+        f.from = Some(NaiveDateTime::MIN);
+        f.to = Some(NaiveDateTime::MAX);
+        let b = f.bounds();
+        assert!(b.from_slack.is_some() && b.to_slack.is_some());
+        assert!(lines_of(&f, b"2026-12-02 10:11:12.123456 - h - x\n").len() <= 1);
     }
 
     #[test]
