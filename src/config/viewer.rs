@@ -16,6 +16,7 @@ pub(super) const KEYS: &[&str] = &[
     "max_scan_bytes",
     "max_scan_seconds",
     "max_scans",
+    "max_tails",
 ];
 
 /// `[viewer]`: what one request may cost.
@@ -33,6 +34,8 @@ pub struct ViewerSection {
     pub max_scan_time: Duration,
     /// Most scans running at once; more wait (then get 503).
     pub max_scans: usize,
+    /// Most live tails open at once; more get 503.
+    pub max_tails: usize,
 }
 
 impl Default for ViewerSection {
@@ -43,6 +46,7 @@ impl Default for ViewerSection {
             max_scan_bytes: 4 << 30,
             max_scan_time: Duration::from_secs(10),
             max_scans: 2,
+            max_tails: 32,
         }
     }
 }
@@ -61,6 +65,7 @@ pub(super) fn read_viewer(r: &Reader<'_>) -> Result<ViewerSection, ConfigError> 
             600,
         )?),
         max_scans: r.number("max_scans", d.max_scans as u64, 1, 64)? as usize,
+        max_tails: r.number("max_tails", d.max_tails as u64, 1, 4096)? as usize,
     })
 }
 

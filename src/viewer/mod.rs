@@ -63,6 +63,8 @@ pub(crate) struct Viewer {
     facilities: watch::Receiver<Arc<FacilityDb>>,
     limits: ViewerSection,
     scans: Arc<Semaphore>,
+    /// `max_tails`: each open live tail holds one.
+    tails: Arc<Semaphore>,
     /// For the login form's token check and the cookie's `Secure` flag.
     http: Arc<HttpState>,
 }
@@ -77,6 +79,7 @@ impl Viewer {
     ) -> Viewer {
         Viewer {
             scans: Arc::new(Semaphore::new(limits.max_scans)),
+            tails: Arc::new(Semaphore::new(limits.max_tails)),
             files,
             facilities,
             limits,
@@ -498,6 +501,11 @@ fn index_row(v: &Viewer, f: &Facility, budget: &mut Budget) -> pages::FacilityRo
         vec![None]
     };
     for host in host_list {
+        // Many hosts, many directory reads: the page's time budget holds.
+        if budget.expired() {
+            row.at_least = true;
+            break;
+        }
         let Ok(s) = Sources::list(&v.files.logdir, f, host, &v.files.state) else {
             continue;
         };
@@ -603,7 +611,16 @@ async fn facility_page(
         let _ = tx.blocking_send(Bytes::from(std::mem::take(&mut buf)));
         let mut more = t.params.clone();
         let (stopped, next) = match &out.stopped {
-            Some((stop, at)) => (Some(stop_text(*stop, &budget)), at.clone()),
+            Some((stop, at)) => {
+                let mut text = stop_text(*stop, &budget);
+                if let Some(name) = &out.skipped {
+                    text.push_str(&format!(
+                        "; {name} (compressed) was not searched to its end and is left out: \
+                         narrow the time range to search it"
+                    ));
+                }
+                (Some(text), at.clone())
+            }
             None => (None, out.next.clone()),
         };
         let older = next.map(|c| {
@@ -757,14 +774,26 @@ async fn tail_events(
         Ok(t) => t,
         Err(r) => return r,
     };
+    let Ok(permit) = v.tails.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "30")],
+            "every live tail slot ([viewer] max_tails) is taken\n",
+        )
+            .into_response();
+    };
     let (tx, rx) = mpsc::channel::<tail::TailEvent>(256);
-    tokio::spawn(tail::follow(
+    let follow = tail::follow(
         v.files.clone(),
         t.facility.clone(),
         t.file_host.clone(),
         filter,
         tx,
-    ));
+    );
+    tokio::spawn(async move {
+        let _permit = permit;
+        follow.await;
+    });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let ev = match rx.recv().await? {
             tail::TailEvent::Line(line) => {

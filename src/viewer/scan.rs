@@ -93,6 +93,22 @@ impl Matcher {
         }
     }
 
+    /// Whether a match found in a chunk must be checked on its line alone
+    /// (a regex may match across lines; a literal without `\n` cannot).
+    fn verifies(&self) -> bool {
+        matches!(self, Matcher::Regex(_))
+    }
+
+    /// Whether to match each line on its own from the start: a literal
+    /// holding a newline (it can never match a line) and regexes anchored
+    /// to the text's ends (`\A`, `\z`), which mean the line's ends.
+    fn by_line(&self) -> bool {
+        match self {
+            Matcher::Literal(f) => f.needle().contains(&b'\n'),
+            Matcher::Regex(r) => r.as_str().contains("\\A") || r.as_str().contains("\\z"),
+        }
+    }
+
     /// Whether `line` alone matches (for a match that ran past its line).
     fn is_match(&self, line: &[u8]) -> bool {
         match self {
@@ -191,17 +207,40 @@ impl Filter {
     /// (complete lines), in order, until it returns false.
     fn each(&self, chunk: &[u8], b: &Bounds, year: i32, f: &mut dyn FnMut(usize, &[u8]) -> bool) {
         let mut pos = 0;
+        // Line by line: for patterns that mean something else over a
+        // whole chunk, and once a match ran across a newline (`(?s).*`,
+        // `[\s\S]`), where searching the rest of the chunk again for
+        // every line would be quadratic.
+        let mut by_line = self.matcher.as_ref().is_some_and(Matcher::by_line);
         while pos < chunk.len() {
+            let next_end = |from: usize| {
+                memchr::memchr(b'\n', &chunk[from..]).map_or(chunk.len(), |i| from + i)
+            };
             let (ls, le) = match &self.matcher {
+                Some(m) if by_line => {
+                    let le = next_end(pos);
+                    if !m.is_match(&chunk[pos..le]) {
+                        pos = le + 1;
+                        continue;
+                    }
+                    (pos, le)
+                }
                 Some(m) => {
                     let Some((s, e)) = m.find(chunk, pos) else {
                         return;
                     };
+                    if s >= chunk.len() {
+                        // An empty match after the last `\n`: no line.
+                        return;
+                    }
                     let ls = memchr::memrchr(b'\n', &chunk[pos..s]).map_or(pos, |i| pos + i + 1);
-                    let le = memchr::memchr(b'\n', &chunk[s..]).map_or(chunk.len(), |i| s + i);
-                    // A regex match may run over a newline (`\s`, `[^x]`):
-                    // the line must match on its own.
-                    if e > le && !m.is_match(&chunk[ls..le]) {
+                    let le = next_end(s);
+                    if e > le + 1 {
+                        by_line = true;
+                    }
+                    // A regex match may run over a newline: the line must
+                    // match on its own.
+                    if m.verifies() && !m.is_match(&chunk[ls..le]) {
                         pos = le + 1;
                         continue;
                     }
@@ -250,6 +289,12 @@ impl Budget {
             scanned: 0,
             files: 0,
         }
+    }
+
+    /// Whether the time is up (for work that reads nothing, such as
+    /// listing directories).
+    pub(crate) fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
     }
 
     fn spend(&mut self, n: usize) -> Result<(), Stop> {
@@ -304,6 +349,8 @@ pub(crate) struct Outcome {
     pub(crate) next: Option<Cursor>,
     /// The budget ran out: why, and where a scan could go on.
     pub(crate) stopped: Option<(Stop, Option<Cursor>)>,
+    /// A compressed file the budget ran out in, left out of the page.
+    pub(crate) skipped: Option<String>,
     /// The reader went away (the client closed the connection).
     pub(crate) abandoned: bool,
     /// A file could not be read (named in the message).
@@ -321,8 +368,13 @@ fn year_of(src: &Source) -> i32 {
 }
 
 /// Whether file `i` (newest first) can hold lines in the bounds: its lines
-/// are from its start to the next newer file's start.
-fn overlaps(files: &[Source], i: usize, b: &Bounds) -> (bool, bool) {
+/// are from its start to the next newer file's start. Not for `rfc5424`
+/// files, whose lines carry the sender's clock rather than the receipt
+/// time.
+fn overlaps(files: &[Source], i: usize, b: &Bounds, format: LineFormat) -> (bool, bool) {
+    if format == LineFormat::Rfc5424 {
+        return (false, false);
+    }
     let start = files[i].started.map(|s| key_of(&s));
     let end = i
         .checked_sub(1)
@@ -357,6 +409,38 @@ fn open_counted(
     }
 }
 
+/// The times file `i`'s lines can honestly carry: from its start to the
+/// next newer file's start (now, for the newest), widened by [`SLACK`]. A
+/// body may hold a newline and then text that looks like a line of its
+/// own, with any stamp; only a stamp inside this window may end a scan
+/// early.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    floor: Option<TimeKey>,
+    ceil: Option<TimeKey>,
+}
+
+impl Window {
+    fn of(files: &[Source], i: usize) -> Window {
+        let widen = |t: NaiveDateTime, d: TimeDelta| key_of(&t.checked_add_signed(d).unwrap_or(t));
+        let next = match i.checked_sub(1) {
+            Some(n) => files[n].started,
+            None => Some(chrono::Local::now().naive_local()),
+        };
+        Window {
+            floor: files[i].started.map(|t| widen(t, -SLACK)),
+            ceil: next.map(|t| widen(t, SLACK)),
+        }
+    }
+
+    /// Whether the line starting with `stamp` has a time in the window.
+    fn holds(&self, stamp: &[u8]) -> bool {
+        stamp.len() >= 19
+            && self.floor.is_none_or(|f| stamp[..19] >= f[..])
+            && self.ceil.is_none_or(|c| stamp[..19] <= c[..])
+    }
+}
+
 /// Emits up to `limit` lines, newest first, from before `cursor`.
 pub(crate) fn newest_first(
     sources: &Sources,
@@ -375,6 +459,11 @@ pub(crate) fn newest_first(
         None => (0, None),
         Some(c) => match files.iter().position(|f| f.generation == c.generation) {
             Some(i) => (i, Some(c.offset)),
+            // A `live` cursor of a file that has since got its start stamp.
+            None if c.generation == LIVE => match files.iter().position(|f| f.live) {
+                Some(i) => (i, Some(c.offset)),
+                None => (0, None),
+            },
             None => {
                 let i = files
                     .iter()
@@ -388,7 +477,7 @@ pub(crate) fn newest_first(
         },
     };
     for i in first..files.len() {
-        let (newer, older) = overlaps(files, i, &b);
+        let (newer, older) = overlaps(files, i, &b, filter.format);
         if older {
             break;
         }
@@ -401,10 +490,11 @@ pub(crate) fn newest_first(
             continue;
         };
         let want = limit - out.shown;
+        let w = Window::of(files, i);
         let r = if src.codec.is_none() {
-            reverse_plain(&file, src, filter, &b, before, want, budget, emit)
+            reverse_plain(&file, src, filter, (&b, w), before, want, budget, emit)
         } else {
-            reverse_decoded(file, src, filter, &b, before, want, budget, emit)
+            reverse_decoded(file, src, filter, (&b, w), before, want, budget, emit)
         };
         match r {
             Ok(step) => {
@@ -414,6 +504,7 @@ pub(crate) fn newest_first(
                     return out;
                 }
                 if let Some(stop) = step.stopped {
+                    out.skipped = step.skipped;
                     out.stopped = Some((stop, step.resume));
                     return out;
                 }
@@ -446,6 +537,8 @@ struct Step {
     abandoned: bool,
     /// A line older than `from` was reached: no older file can match.
     past_from: bool,
+    /// A compressed file the budget ran out in, not shown.
+    skipped: Option<String>,
 }
 
 /// Newest first through a plain file, reading chunks backwards.
@@ -454,7 +547,7 @@ fn reverse_plain(
     file: &File,
     src: &Source,
     filter: &Filter,
-    b: &Bounds,
+    (b, w): (&Bounds, Window),
     before: Option<u64>,
     want: usize,
     budget: &mut Budget,
@@ -485,14 +578,16 @@ fn reverse_plain(
         let mut region = &buf[..n];
         // The live file's last line may still be being written.
         if first_read {
-            first_read = false;
             let cut = memchr::memrchr(b'\n', region).map_or(0, |i| i + 1);
-            end = start + cut as u64;
-            region = &buf[..cut];
-            if cut == 0 && start > 0 {
+            if cut == 0 && start > 0 && chunk_len < MAX_LINE {
+                // The unfinished line is longer than the chunk: look
+                // further back, from the same end.
                 chunk_len = (chunk_len * 2).min(MAX_LINE);
                 continue;
             }
+            first_read = false;
+            end = start + cut as u64;
+            region = &buf[..cut];
         }
         let skip = if start == 0 {
             0
@@ -503,8 +598,12 @@ fn reverse_plain(
                     chunk_len = (chunk_len * 2).min(MAX_LINE);
                     continue;
                 }
-                // A line longer than MAX_LINE: skip it whole.
-                None => region.len(),
+                // A line longer than MAX_LINE: skip this part of it and
+                // go on before it.
+                None => {
+                    end = start;
+                    continue;
+                }
             }
         };
         let lines = &region[skip..];
@@ -539,7 +638,7 @@ fn reverse_plain(
         }
         // Past `from`: nothing older can match.
         if let (Some(fs), LineFormat::Loghog) = (b.from_slack, filter.format) {
-            if lines.len() >= 19 && lines[..19] < fs[..] {
+            if w.holds(lines) && lines[..19] < fs[..] {
                 step.past_from = true;
                 return Ok(step);
             }
@@ -556,7 +655,7 @@ fn reverse_decoded(
     file: File,
     src: &Source,
     filter: &Filter,
-    b: &Bounds,
+    (b, w): (&Bounds, Window),
     before: Option<u64>,
     want: usize,
     budget: &mut Budget,
@@ -586,7 +685,7 @@ fn reverse_decoded(
         // Past `to`: the rest of the file is newer.
         if let (Some(ts), LineFormat::Loghog) = (b.to_slack, filter.format) {
             if let Some(last) = last_line(chunk) {
-                if last.len() >= 19 && last[..19] > ts[..] {
+                if w.holds(last) && last[..19] > ts[..] {
                     return false;
                 }
             }
@@ -596,11 +695,14 @@ fn reverse_decoded(
     let mut step = Step::default();
     if let Some(stop) = stopped {
         // The newest lines of this file were not reached: show none of it
-        // (the order would be wrong) and offer to retry it.
+        // (the order would be wrong), say so, and let the link go on with
+        // the older files (offset 0: nothing more of this one), or a
+        // retry of it would stop at the same place again.
         step.stopped = Some(stop);
+        step.skipped = Some(src.name.clone());
         step.resume = Some(Cursor {
             generation: src.generation.clone(),
-            offset: before.unwrap_or(u64::MAX),
+            offset: 0,
         });
         return Ok(step);
     }
@@ -638,7 +740,7 @@ pub(crate) fn oldest_first(
     let files = &sources.files;
     let mut out = Outcome::default();
     for i in (0..files.len()).rev() {
-        let (newer, older) = overlaps(files, i, &b);
+        let (newer, older) = overlaps(files, i, &b, filter.format);
         if newer {
             // This and every newer file start after `to`.
             break;
@@ -651,6 +753,7 @@ pub(crate) fn oldest_first(
             continue;
         };
         let year = year_of(src);
+        let w = Window::of(files, i);
         let mut start = 0;
         if let (None, Some(from), LineFormat::Loghog) = (src.codec, b.from_slack, filter.format) {
             match file
@@ -689,7 +792,7 @@ pub(crate) fn oldest_first(
                 return false;
             }
             if let (Some(ts), LineFormat::Loghog) = (b.to_slack, filter.format) {
-                if last_line(chunk).is_some_and(|l| l.len() >= 19 && l[..19] > ts[..]) {
+                if last_line(chunk).is_some_and(|l| w.holds(l) && l[..19] > ts[..]) {
                     done = true;
                     return false;
                 }
@@ -746,6 +849,8 @@ fn forward_chunks(
         scope.spawn(move || {
             let mut carry: Vec<u8> = Vec::new();
             let mut offset = 0u64;
+            // The rest of a line longer than MAX_LINE is being dropped.
+            let mut skipping = false;
             loop {
                 let mut buf = empty_rx.try_recv().unwrap_or_default();
                 let start = carry.len();
@@ -771,6 +876,20 @@ fn forward_chunks(
                         }
                     }
                 }
+                if skipping {
+                    match memchr::memchr(b'\n', &buf[..filled]) {
+                        Some(i) => {
+                            skipping = false;
+                            offset += i as u64 + 1;
+                            carry.extend_from_slice(&buf[i + 1..filled]);
+                        }
+                        None => offset += filled as u64,
+                    }
+                    if eof {
+                        return;
+                    }
+                    continue;
+                }
                 let cut = memchr::memrchr(b'\n', &buf[..filled]).map_or(0, |i| i + 1);
                 if cut == 0 && !eof && filled < MAX_LINE {
                     // One line longer than the buffer: read on.
@@ -786,22 +905,33 @@ fn forward_chunks(
                     return;
                 }
                 if carry.len() >= MAX_LINE {
-                    // Skip an overlong line whole.
+                    // Skip an overlong line whole, up to its newline.
                     offset += carry.len() as u64;
                     carry.clear();
+                    skipping = true;
                 }
             }
         });
+        let mut fed = Ok(());
         for item in full_rx.iter() {
-            let (offset, buf, len) = item?;
+            let (offset, buf, len) = match item {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    fed = Err(e);
+                    break;
+                }
+            };
             let go = f(offset, &buf[..len]);
             let _ = empty_tx.send(buf);
             if !go {
-                // Dropping the receiver ends the reader at its next send.
                 break;
             }
         }
-        Ok(())
+        // Dropping the receiver ends the reader at its next send; the
+        // scope joins it only after this, or a reader blocked on a full
+        // channel would never end.
+        drop(full_rx);
+        fed
     })
 }
 
@@ -923,6 +1053,20 @@ mod tests {
         assert!(lines_of(&f, chunk).is_empty());
         let f = filter(Some(Matcher::new(r"^x", true, false).unwrap()));
         assert_eq!(lines_of(&f, chunk), ["x x x"]);
+        // Anchors to the text's ends mean the line's ends.
+        let f = filter(Some(Matcher::new(r"\Ax", true, false).unwrap()));
+        assert_eq!(lines_of(&f, chunk), ["x x x"]);
+        let f = filter(Some(Matcher::new(r"x\z", true, false).unwrap()));
+        assert_eq!(lines_of(&f, chunk), ["x x x", "last x"]);
+        // A pattern matching everything, across lines, selects each line
+        // once, and an empty match after the last newline is no line.
+        let f = filter(Some(Matcher::new(r"(?s).*", true, false).unwrap()));
+        assert_eq!(lines_of(&f, b"a\nb\nc\n").len(), 3);
+        let f = filter(Some(Matcher::new(r"x*", true, false).unwrap()));
+        assert_eq!(lines_of(&f, b"a\nb\n").len(), 2);
+        // A literal with a newline never matches a line.
+        let f = filter(Some(Matcher::new("b\nnone", false, false).unwrap()));
+        assert!(lines_of(&f, chunk).is_empty());
         assert!(Matcher::new("(", true, false).is_err());
     }
 
@@ -946,6 +1090,23 @@ mod tests {
         assert!(Cursor::parse("live~7").is_some());
         assert!(Cursor::parse("../etc~7").is_none());
         assert!(Cursor::parse("live~x").is_none());
+    }
+
+    #[test]
+    fn stopping_after_the_first_chunk_ends_the_reader() {
+        // More chunks than the channel holds: the reader must not be left
+        // blocked on a send when the consumer stops.
+        let text = vec![b'x'; 10 * CHUNK]
+            .chunks(99)
+            .flat_map(|c| c.iter().copied().chain(std::iter::once(b'\n')))
+            .collect::<Vec<u8>>();
+        let mut calls = 0;
+        forward_chunks(Box::new(std::io::Cursor::new(text)), |_, _| {
+            calls += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
     }
 
     #[test]

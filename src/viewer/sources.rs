@@ -120,7 +120,12 @@ impl Sources {
                 let Some(bname) = b.path.file_name().and_then(|n| n.to_str()) else {
                     continue;
                 };
-                let meta = std::fs::symlink_metadata(&b.path)?;
+                let meta = match std::fs::symlink_metadata(&b.path) {
+                    Ok(m) => m,
+                    // Pruned since the directory was read.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(dir.outer_err(e)),
+                };
                 let codec = b.compressed.or((ext == "log.gz").then_some(Codec::Gzip));
                 let src = Source {
                     name: bname.to_owned(),

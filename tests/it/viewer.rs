@@ -411,6 +411,14 @@ fn viewer_anonymous_read_is_opt_in_and_only_on_plain_loopback() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(numbers(&r.body).len(), 10);
+    // A web page whose name was re-pointed at 127.0.0.1 (DNS rebinding)
+    // names itself in Host: no anonymous access for it.
+    let r = run_curl(
+        &format!("http://{}/app/app-a/root", d.addr("http")),
+        &["-H", "Host: evil.example"],
+        None,
+    );
+    assert_eq!(r.status, 401);
     // Without the loopback opt-in, or with TLS, the key is refused (78).
     let setup = Setup::new().facilities(FACILITIES).conf_extra(
         "[http]\nlisten = 127.0.0.1:0\ntokens_file = tokens\nallow_anonymous_read = yes\n",
@@ -655,4 +663,70 @@ fn viewer_live_tail_follows_a_compress_on_write_file() {
     let _ = curl.kill();
     let _ = curl.wait();
     assert_eq!(got, vec![3, 4, 5, 6, 7]);
+}
+
+#[test]
+fn viewer_a_compressed_file_past_the_cap_is_named_and_the_link_goes_past_it() {
+    let (setup, d) = token_daemon("max_scan_bytes = 1048576\nmax_tails = 1");
+    let dir = setup.logdir().join("app-a");
+    std::fs::create_dir_all(&dir).unwrap();
+    // An old plain backup with the word, and a newer 3 MB xz backup
+    // without it: the budget runs out inside the xz file.
+    std::fs::write(
+        dir.join("root.log.2026-11-28-00-00-00-000000"),
+        line_at("2026-11-28", 5, "h", "INFO - line 00001 findme"),
+    )
+    .unwrap();
+    let mut big = String::new();
+    let mut n = 0;
+    while big.len() < 3 << 20 {
+        big.push_str(&line_at(
+            "2026-11-29",
+            n % 80_000,
+            "h",
+            "INFO - line 00002 filler filler filler",
+        ));
+        n += 1;
+    }
+    std::fs::write(
+        dir.join("root.log.2026-11-29-00-00-00-000000.xz"),
+        compress("xz", big.as_bytes()),
+    )
+    .unwrap();
+    let addr = d.addr("http");
+    let r = get(addr, "/app/app-a/root?q=findme", "tok-read-a");
+    assert!(
+        r.body.contains("id=\"stopped\"")
+            && r.body
+                .contains("root.log.2026-11-29-00-00-00-000000.xz (compressed) was not searched"),
+        "{}",
+        r.body
+    );
+    // The link does not retry the same file for ever: it goes on with
+    // the older one, where the word is.
+    let next = older_link(&r.body).expect("a link to go on");
+    let r = get(addr, &next, "tok-read-a");
+    assert_eq!(numbers(&r.body), vec![1], "{}", r.body);
+    // max_tails = 1: a second live tail is refused while one is open.
+    let mut first = Command::new("curl")
+        .args([
+            "-siN",
+            "--max-time",
+            "20",
+            "-H",
+            "Authorization: Bearer tok-read-a",
+        ])
+        .arg(format!("http://{addr}/app/app-a/root/tail"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let mut out = BufReader::new(first.stdout.take().unwrap());
+    let mut status = String::new();
+    out.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let r = get(addr, "/app/app-a/root/tail", "tok-read-a");
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("max_tails"), "{}", r.body);
+    let _ = first.kill();
+    let _ = first.wait();
 }

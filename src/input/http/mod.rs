@@ -458,12 +458,41 @@ pub(crate) fn authenticate(state: &HttpState, peer: &Peer, headers: &HeaderMap) 
             }
         };
     }
-    if state.anonymous {
+    // Anonymous access is for programs on this host. A browser tricked by
+    // DNS rebinding (a site's name re-pointed at 127.0.0.1) reaches the
+    // loopback listener too, but names that site in `Host`.
+    if state.anonymous && host_is_loopback(headers) {
         return Principal::Anonymous {
             read: state.anonymous_read,
         };
     }
     Principal::Nobody
+}
+
+/// Whether the request's `Host` names this host by a loopback name or
+/// address (`localhost`, `127.0.0.1`, `[::1]`, any port). A request without
+/// one (HTTP/1.0) did not come from a browser and is let through.
+fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The token of the viewer's login cookie, if the request carries one.
@@ -901,6 +930,35 @@ mod tests {
                 .to_string();
             assert!(!e.contains("plain-secret-token"), "{e}");
         }
+    }
+
+    #[test]
+    fn anonymous_access_needs_a_loopback_host_name() {
+        let host = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            host_is_loopback(&m)
+        };
+        for ok in [
+            "127.0.0.1:5580",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:5580",
+            "127.1.2.3",
+        ] {
+            assert!(host(ok), "{ok}");
+        }
+        // DNS rebinding: the attacker's name, pointed at 127.0.0.1.
+        for bad in [
+            "evil.example:5580",
+            "evil.example",
+            "10.0.0.1",
+            "[::2]:1",
+            "localhost.evil",
+        ] {
+            assert!(!host(bad), "{bad}");
+        }
+        assert!(host_is_loopback(&HeaderMap::new()));
     }
 
     #[test]
