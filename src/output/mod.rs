@@ -10,6 +10,7 @@
 //! [`Handle`] queues it until its writer hands it to the OS or drops it.
 
 pub(crate) mod file;
+pub(crate) mod forward;
 
 use std::sync::Arc;
 
