@@ -26,6 +26,9 @@ pub struct Args {
     /// Validate both files, print every facility with its file, rule and next rotations, and exit.
     #[arg(long = "check-config")]
     pub check_config: bool,
+    /// With or without --check-config: also connect to the [forward] and [consume] brokers, check JetStream, the stream and the lease bucket, and exit 69 if one is unreachable.
+    #[arg(long = "check-broker")]
+    pub check_broker: bool,
     /// Treat config warnings (unknown sections and keys, an unusable TZ) as errors (exit 78).
     #[arg(long = "strict")]
     pub strict: bool,

@@ -37,6 +37,8 @@ use crate::stats::Stats;
 
 /// Exit status for configuration errors (sysexits EX_CONFIG).
 pub const EX_CONFIG: u8 = 78;
+/// sysexits(3) `EX_UNAVAILABLE`: `--check-broker` could not reach a broker.
+pub const EX_UNAVAILABLE: u8 = 69;
 
 /// Rotation state file in `workdir`.
 const STATE_FILE: &str = "rotation-state.json";
@@ -89,7 +91,7 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
         .map(ToString::to_string)
         .collect();
     warnings.extend(tz.map(|p| p.to_string()));
-    if args.check_config || args.strict {
+    if args.check_config || args.check_broker || args.strict {
         for w in &warnings {
             eprintln!("loghogd: warning: {w}");
         }
@@ -101,8 +103,11 @@ fn start(args: Args, tz: Option<crate::tz::TzProblem>) -> anyhow::Result<ExitCod
             return Ok(ExitCode::from(EX_CONFIG));
         }
     }
-    if args.check_config {
+    if args.check_config || args.check_broker {
         print_check(&config, &facilities);
+        if args.check_broker && !crate::broker::check::check(&config) {
+            return Ok(ExitCode::from(EX_UNAVAILABLE));
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -356,14 +361,49 @@ pub async fn run(
         file_idle: limits.file_idle,
         registry: Default::default(),
     }));
+    // Issue 16: the broker relay, for the facilities that forward.
+    let (forward, relay) = match &config.forward {
+        Some(section) => {
+            let (f, r) = crate::output::forward::start(section, &config.main.workdir, stats.clone())
+                .await
+                .context("cannot start the [forward] output")?;
+            (Some(f), Some(r))
+        }
+        None => (None, None),
+    };
     let router = Arc::new(RouterCtx {
         outputs: Outputs {
             files: writers.clone(),
+            forward,
         },
         stats: stats.clone(),
         limiter: RateLimit::new(20, Duration::from_secs(10)),
         facilities: fac_rx.clone(),
     });
+    // Issue 16: the broker consumer writes to this daemon's files only.
+    let consume_stop = CancellationToken::new();
+    let consumers = TaskTracker::new();
+    if let Some(section) = &config.consume {
+        let local = Arc::new(RouterCtx {
+            outputs: Outputs {
+                files: writers.clone(),
+                forward: None,
+            },
+            stats: stats.clone(),
+            limiter: RateLimit::new(20, Duration::from_secs(10)),
+            facilities: fac_rx.clone(),
+        });
+        crate::input::consume::start(
+            section,
+            local,
+            state.clone(),
+            stats.clone(),
+            consume_stop.clone(),
+            &consumers,
+        )
+        .await
+        .context("cannot start the [consume] input")?;
+    }
     let inputs = Arc::new(InputCtx::new(
         router,
         config.server.max_msg_size,
@@ -516,6 +556,19 @@ pub async fn run(
         {
             error!("connections did not close within the grace period");
         }
+    }
+    // The consumers finish their cycle (written, synced, recorded,
+    // acknowledged) and hand their leases back.
+    consume_stop.cancel();
+    consumers.close();
+    if tokio::time::timeout_at(deadline, consumers.wait())
+        .await
+        .is_err()
+    {
+        warn!("broker consumers did not stop within the grace period");
+    }
+    if let Some(relay) = relay {
+        relay.stop(deadline).await;
     }
     let _ = scheduler.await;
     writers.close();

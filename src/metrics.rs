@@ -111,6 +111,25 @@ pub fn render(stats: &Stats, extra: &MetricsSources) -> String {
             sample(&mut out, &total, "", value);
         }
     });
+    // Issue 16: the consumer's lag, per owned partition.
+    if let Ok(lag) = stats.consume_lag_by.lock() {
+        if !lag.is_empty() {
+            family(
+                &mut out,
+                "consume_partition_lag",
+                "gauge",
+                "messages of an owned partition not yet written",
+            );
+            for (p, n) in lag.iter() {
+                sample(
+                    &mut out,
+                    "consume_partition_lag",
+                    &format!("partition=\"{p}\""),
+                    *n,
+                );
+            }
+        }
+    }
     let loaded = stats.config_loaded_seconds.load(Relaxed);
     if loaded > 0 {
         let now = std::time::SystemTime::now()
@@ -312,6 +331,7 @@ mod tests {
             Transport::SyslogTls,
             Transport::SyslogUnix,
             Transport::Http,
+            Transport::Broker,
         ] {
             assert_eq!(TRANSPORTS[t as usize], t.as_str());
         }

@@ -125,6 +125,10 @@ pub(crate) enum Auth<'a> {
     /// A format without a signature (syslog): never accepted by a
     /// facility that has a `secret`.
     None,
+    /// Relayed through the broker: the edge checked the signature against
+    /// its own facilities before forwarding, and the broker connection is
+    /// authenticated, so the writer accepts the record as checked.
+    Forwarded,
 }
 
 /// Which kind of listener a reader belongs to, for logs and counters.
@@ -146,6 +150,8 @@ pub(crate) enum Transport {
     SyslogUnix,
     /// HTTP POST ingest (`/v1/logs`, `/backend/save/`).
     Http,
+    /// Records relayed by an edge through the broker (issue 16).
+    Broker,
 }
 
 impl Transport {
@@ -160,6 +166,7 @@ impl Transport {
             Transport::SyslogTls => "syslog-tls",
             Transport::SyslogUnix => "syslog-unix",
             Transport::Http => "http",
+            Transport::Broker => "broker",
         }
     }
 

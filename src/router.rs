@@ -20,6 +20,7 @@ use loghog_protocol::{normalize_module, Signed};
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::broker::codec::{encode_record, ForwardRecord};
 use crate::config::{Facility, FacilityDb};
 use crate::escape::esc;
 use crate::output::{file::format, Batch, Handle, NoOutput, Outputs, Refused};
@@ -68,6 +69,11 @@ struct Route {
     /// The host part of the destination (`file_per_host` only), as sent.
     host: Option<Box<str>>,
     output: Handle,
+    /// For a forwarded route, the destination file's key: its records are
+    /// encoded for the broker instead of formatted as lines.
+    forward_key: Option<Arc<str>>,
+    /// Flushed to since the last [`Router::sync`].
+    unsynced: bool,
     buf: Vec<u8>,
     count: u32,
     /// Message end offsets in `buf` (only for `max_size` facilities).
@@ -96,6 +102,10 @@ pub(crate) struct Router {
     clock: LineClock,
     /// Receipt time of the chunk being routed.
     stamp: [u8; STAMP_LEN],
+    /// The same, as UNIX microseconds (what a forwarded record carries).
+    received_micros: i64,
+    /// The outputs flushed to since the last [`Router::sync`].
+    unsynced: Vec<Handle>,
     peer: IpAddr,
     /// The peer address as text: the host name of records without one.
     peer_text: String,
@@ -118,7 +128,7 @@ impl Router {
         let mut facilities = ctx.facilities.clone();
         let db = facilities.borrow_and_update().clone();
         let mut clock = LineClock::new();
-        let stamp = clock.now();
+        let (stamp, received_micros) = clock.now();
         Router {
             ctx,
             facilities,
@@ -126,6 +136,8 @@ impl Router {
             routes: Routes::default(),
             clock,
             stamp,
+            received_micros,
+            unsynced: Vec::new(),
             peer,
             peer_text: peer.to_string(),
             transport,
@@ -148,7 +160,7 @@ impl Router {
     /// Starts a chunk of records received together: takes the receipt time
     /// and picks up a reloaded facility set. Call with nothing pending.
     pub(crate) fn begin_chunk(&mut self) {
-        self.stamp = self.clock.now();
+        (self.stamp, self.received_micros) = self.clock.now();
         if self.facilities.has_changed().unwrap_or(false) {
             self.db = self.facilities.borrow_and_update().clone();
             self.routes.clear();
@@ -160,6 +172,37 @@ impl Router {
             self.routes.clear();
             self.routes_since = std::time::Instant::now();
         }
+    }
+
+    /// Sets the receipt time of the records routed next (the broker
+    /// consumer: each record carries the time its edge received it).
+    pub(crate) fn set_received(&mut self, micros: i64) {
+        if micros != self.received_micros {
+            self.received_micros = micros;
+            self.stamp = self
+                .clock
+                .stamp(micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000) as u32);
+        }
+    }
+
+    /// Waits until every line flushed since the last call is written and
+    /// synced by its output; `false` if any output could not (the broker
+    /// consumer then does not record or acknowledge those records).
+    /// Outputs that could not sync stay listed, so the next call asks them
+    /// again.
+    pub(crate) async fn sync(&mut self) -> bool {
+        let mut failed = Vec::new();
+        for h in std::mem::take(&mut self.unsynced) {
+            if !h.sync().await {
+                failed.push(h);
+            }
+        }
+        for r in &mut self.routes.list {
+            r.unsynced = false;
+        }
+        let ok = failed.is_empty();
+        self.unsynced = failed;
+        ok
     }
 
     /// Whether enough is pending that it should be flushed before reading on.
@@ -250,7 +293,7 @@ impl Router {
                     key.verify_fields(&fields, signature)
                         .map_err(|e| e.to_string())
                 }
-                Auth::Http { verified: true } => Ok(()),
+                Auth::Http { verified: true } | Auth::Forwarded => Ok(()),
                 Auth::Http { verified: false } => {
                     Err("missing or wrong X-Loghog-Signature header".to_owned())
                 }
@@ -281,13 +324,28 @@ impl Router {
         let idx = self.routes.index_of(&self.ctx.outputs, facility, host);
         let route = &mut self.routes.list[idx];
         let before = route.buf.len();
-        format::push(
-            &mut route.buf,
-            route.facility.format,
-            &self.stamp,
-            host,
-            rec,
-        );
+        if let Some(key) = &route.forward_key {
+            encode_record(
+                &mut route.buf,
+                &ForwardRecord {
+                    received_micros: self.received_micros,
+                    app_id: rec.app_id,
+                    module: rec.module,
+                    host,
+                    file_key: key,
+                    body: rec.body,
+                    syslog: rec.syslog.cloned(),
+                },
+            );
+        } else {
+            format::push(
+                &mut route.buf,
+                route.facility.format,
+                &self.stamp,
+                host,
+                rec,
+            );
+        }
         route.count += 1;
         if route.facility.max_size.is_some() {
             route.ends.push(route.buf.len() as u32);
@@ -303,6 +361,7 @@ impl Router {
                 continue;
             };
             let output = self.routes.list[i].output.clone();
+            self.note_unsynced(i);
             if let Err(Refused::Closed(batch) | Refused::Full(batch)) = output.send(batch).await {
                 self.resend(i, batch).await;
             }
@@ -371,6 +430,15 @@ impl Router {
         self.publish_counts();
     }
 
+    /// Remembers route `i`'s output for the next [`Router::sync`].
+    fn note_unsynced(&mut self, i: usize) {
+        let r = &mut self.routes.list[i];
+        if !r.unsynced {
+            r.unsynced = true;
+            self.unsynced.push(r.output.clone());
+        }
+    }
+
     fn take_batch(&mut self, i: usize) -> Option<Batch> {
         // Start the next batch near this one's size, but never hold much
         // per route: idle connections × files would add up. A reader with
@@ -408,6 +476,7 @@ impl Router {
         {
             Ok(output) => {
                 self.routes.list[i].output = output.clone();
+                self.unsynced.push(output.clone());
                 match output.send(batch).await {
                     Ok(()) => return,
                     Err(Refused::Closed(back) | Refused::Full(back)) => batch = back,
@@ -549,6 +618,8 @@ impl Route {
         Route {
             facility: facility.clone(),
             host: host.map(Box::from),
+            forward_key: output.forward_key().cloned(),
+            unsynced: false,
             output,
             buf: Vec::new(),
             count: 0,
@@ -600,6 +671,7 @@ impl RouterCtx {
         Arc::new(RouterCtx {
             outputs: Outputs {
                 files: Arc::new(writers),
+                forward: None,
             },
             stats,
             limiter: RateLimit::new(20, Duration::from_secs(10)),

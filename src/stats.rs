@@ -99,6 +99,30 @@ pub struct Stats {
     pub compress_seconds: Histogram,
     /// Well-formed messages by input, indexed as [`TRANSPORTS`].
     pub received_by: [AtomicU64; TRANSPORTS.len()],
+    /// Records written to the forward spool (issue 16).
+    pub forward_spooled: AtomicU64,
+    /// Records the broker acknowledged (stored in the stream).
+    pub forward_published: AtomicU64,
+    /// Blocks (NATS messages) the broker acknowledged.
+    pub forward_published_blocks: AtomicU64,
+    /// Publish attempts that failed (retried: nothing is lost by these).
+    pub forward_publish_errors: AtomicU64,
+    /// Gauge: blocks in the spool not yet acknowledged.
+    pub forward_spool_blocks: AtomicU64,
+    /// Gauge: bytes the spool holds on disk.
+    pub forward_spool_bytes: AtomicU64,
+    /// Records the broker consumer routed to the files.
+    pub consume_records: AtomicU64,
+    /// Stream messages delivered again that were already written (skipped).
+    pub consume_redeliveries: AtomicU64,
+    /// Records or whole blocks that could not be decoded (counted, skipped).
+    pub consume_poison: AtomicU64,
+    /// Gauge: partitions this writer owns now.
+    pub consume_owned_partitions: AtomicU64,
+    /// Gauge: messages in the owned partitions not yet written, summed.
+    pub consume_lag: AtomicU64,
+    /// Per-partition lag, `(partition, messages)`, for the labelled metric.
+    pub consume_lag_by: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
     /// Messages and bytes routed to each facility.
     pub facilities: FacilityCounts,
 }
@@ -149,7 +173,7 @@ impl Histogram {
 }
 
 /// The inputs `received_by` counts, in `Transport` order.
-pub const TRANSPORTS: [&str; 8] = [
+pub const TRANSPORTS: [&str; 9] = [
     "tcp",
     "udp",
     "tls",
@@ -158,6 +182,7 @@ pub const TRANSPORTS: [&str; 8] = [
     "syslog-tls",
     "syslog-unix",
     "http",
+    "broker",
 ];
 
 /// The stream inputs whose open connections are counted, in the order of
@@ -299,6 +324,10 @@ pub const GAUGES: &[&str] = &[
     "compress_backlog",
     "writer_queue_bytes",
     "writer_queue_messages",
+    "forward_spool_blocks",
+    "forward_spool_bytes",
+    "consume_owned_partitions",
+    "consume_lag",
 ];
 
 /// The counters that count lost messages, one per reason.
@@ -404,7 +433,7 @@ impl Stats {
         }
     }
 
-    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 33] {
+    fn table(&self) -> [(&'static str, &'static str, &AtomicU64); 44] {
         [
             (
                 "received",
@@ -558,6 +587,61 @@ impl Stats {
                 "compress_failures",
                 "backup compressions that failed (redone at next start)",
                 &self.compress_failures,
+            ),
+            (
+                "forward_spooled",
+                "records written to the forward spool",
+                &self.forward_spooled,
+            ),
+            (
+                "forward_published",
+                "records the broker acknowledged",
+                &self.forward_published,
+            ),
+            (
+                "forward_published_blocks",
+                "blocks (NATS messages) the broker acknowledged",
+                &self.forward_published_blocks,
+            ),
+            (
+                "forward_publish_errors",
+                "publish attempts that failed and are retried",
+                &self.forward_publish_errors,
+            ),
+            (
+                "forward_spool_blocks",
+                "blocks in the forward spool not yet acknowledged",
+                &self.forward_spool_blocks,
+            ),
+            (
+                "forward_spool_bytes",
+                "bytes the forward spool holds on disk",
+                &self.forward_spool_bytes,
+            ),
+            (
+                "consume_records",
+                "records read from the broker and routed to the files",
+                &self.consume_records,
+            ),
+            (
+                "consume_redeliveries",
+                "broker messages delivered again that were already written",
+                &self.consume_redeliveries,
+            ),
+            (
+                "consume_poison",
+                "broker records or blocks that could not be decoded (skipped)",
+                &self.consume_poison,
+            ),
+            (
+                "consume_owned_partitions",
+                "partitions this writer owns",
+                &self.consume_owned_partitions,
+            ),
+            (
+                "consume_lag",
+                "messages in the owned partitions not yet written",
+                &self.consume_lag,
             ),
         ]
     }

@@ -27,12 +27,14 @@ impl LineClock {
         LineClock::default()
     }
 
-    /// The stamp for now.
-    pub fn now(&mut self) -> [u8; STAMP_LEN] {
+    /// The stamp for now, and the same instant in UNIX microseconds (what
+    /// a forwarded record carries).
+    pub fn now(&mut self) -> ([u8; STAMP_LEN], i64) {
         let d = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        self.stamp(d.as_secs() as i64, d.subsec_micros())
+        let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        (self.stamp(d.as_secs() as i64, d.subsec_micros()), micros)
     }
 
     /// The stamp for a UNIX time (second + microseconds).

@@ -8,6 +8,7 @@
 //! [`run`] unchanged.
 
 pub(crate) mod admission;
+pub(crate) mod consume;
 pub(crate) mod http;
 pub(crate) mod loghog;
 pub(crate) mod stream;

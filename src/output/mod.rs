@@ -1,6 +1,8 @@
 //! Outputs: where a route's formatted lines go. A route holds a [`Handle`]
-//! and never knows what is behind it; today that is always the file output
-//! ([`file`]: one writer task per file), and a broker relay will be another.
+//! and never knows what is behind it: the file output ([`file`]: one writer
+//! task per file) or the broker relay ([`forward`]: one spool and publisher
+//! per partition, issue 16), whose batches hold encoded records instead of
+//! lines.
 //!
 //! Readers format lines themselves and hand whole [`Batch`]es over bounded
 //! channels, so an output only appends bytes; a full channel makes TCP
@@ -49,8 +51,8 @@ pub(crate) enum Refused {
 /// A route's handle on its destination: cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Handle {
-    /// The file writer's queue.
-    tx: mpsc::Sender<file::Command>,
+    /// The queue of the output behind it.
+    tx: Tx,
     /// Where the queue gauges are kept; `None` for a [`Handle::closed`],
     /// which never queues anything.
     stats: Option<Arc<Stats>>,
@@ -94,14 +96,36 @@ impl Drop for Enqueued<'_> {
     }
 }
 
+/// The queue behind a [`Handle`].
+#[derive(Debug, Clone)]
+enum Tx {
+    /// A file writer's commands.
+    File(mpsc::Sender<file::Command>),
+    /// A forward partition's spool; `key` is the destination file's key
+    /// (`app/module[/host]`), carried in every record for the writer side.
+    Forward {
+        tx: mpsc::Sender<Batch>,
+        key: Arc<str>,
+    },
+}
+
 // === impl Handle ===
 
 impl Handle {
     /// A handle that refuses everything (no output could be had: shutdown).
     pub(crate) fn closed() -> Handle {
         Handle {
-            tx: mpsc::channel(1).0,
+            tx: Tx::File(mpsc::channel(1).0),
             stats: None,
+        }
+    }
+
+    /// For a forwarded route: the destination file's key, which the route
+    /// encodes into each record instead of formatting a line.
+    pub(crate) fn forward_key(&self) -> Option<&Arc<str>> {
+        match &self.tx {
+            Tx::Forward { key, .. } => Some(key),
+            Tx::File(_) => None,
         }
     }
 
@@ -111,12 +135,22 @@ impl Handle {
     /// The batch back, when the output is gone.
     pub(crate) async fn send(&self, batch: Batch) -> Result<(), Refused> {
         let counted = Enqueued::count(self.stats.as_deref(), &batch);
-        match self.tx.send(file::Command::Write(batch)).await {
+        let sent = match &self.tx {
+            Tx::File(tx) => tx
+                .send(file::Command::Write(batch))
+                .await
+                .map_err(|mpsc::error::SendError(cmd)| cmd.into_batch()),
+            Tx::Forward { tx, .. } => tx
+                .send(batch)
+                .await
+                .map_err(|mpsc::error::SendError(b)| b),
+        };
+        match sent {
             Ok(()) => {
                 counted.queued();
                 Ok(())
             }
-            Err(mpsc::error::SendError(cmd)) => Err(Refused::Closed(cmd.into_batch())),
+            Err(batch) => Err(Refused::Closed(batch)),
         }
     }
 
@@ -125,23 +159,51 @@ impl Handle {
     /// # Errors
     /// The batch back, saying whether the queue was full or the output gone.
     pub(crate) fn try_send(&self, batch: Batch) -> Result<(), Refused> {
+        use mpsc::error::TrySendError;
         let counted = Enqueued::count(self.stats.as_deref(), &batch);
-        match self.tx.try_send(file::Command::Write(batch)) {
-            Ok(()) => {
-                counted.queued();
-                Ok(())
+        let sent = match &self.tx {
+            Tx::File(tx) => tx.try_send(file::Command::Write(batch)).map_err(|e| match e {
+                TrySendError::Full(cmd) => Refused::Full(cmd.into_batch()),
+                TrySendError::Closed(cmd) => Refused::Closed(cmd.into_batch()),
+            }),
+            Tx::Forward { tx, .. } => tx.try_send(batch).map_err(|e| match e {
+                TrySendError::Full(b) => Refused::Full(b),
+                TrySendError::Closed(b) => Refused::Closed(b),
+            }),
+        };
+        if sent.is_ok() {
+            counted.queued();
+        }
+        sent
+    }
+
+    /// Waits until everything queued through this handle before the call
+    /// is written and synced to disk; `false` when it is not (write
+    /// errors, or the output is gone). A forward handle's records are in
+    /// its spool's hands once queued, so it answers `true`.
+    pub(crate) async fn sync(&self) -> bool {
+        match &self.tx {
+            Tx::File(tx) => {
+                let (reply, done) = tokio::sync::oneshot::channel();
+                if tx.send(file::Command::Sync(reply)).await.is_err() {
+                    return false;
+                }
+                done.await.unwrap_or(false)
             }
-            Err(mpsc::error::TrySendError::Full(cmd)) => Err(Refused::Full(cmd.into_batch())),
-            Err(mpsc::error::TrySendError::Closed(cmd)) => Err(Refused::Closed(cmd.into_batch())),
+            Tx::Forward { .. } => true,
         }
     }
 }
 
 /// Every output the daemon writes to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Outputs {
     /// Log files, one writer task each (shared with their rotation scheduler).
     pub(crate) files: Arc<file::Writers>,
+    /// The broker relay (`[forward]`), for the facilities that forward;
+    /// `None` without one, and always for the broker consumer's own routes
+    /// (what it reads from the broker is written here, never sent back).
+    pub(crate) forward: Option<Arc<forward::Forward>>,
 }
 
 // === impl Outputs ===
@@ -157,7 +219,20 @@ impl Outputs {
         facility: &Arc<Facility>,
         host: Option<&str>,
     ) -> Result<Handle, NoOutput> {
-        let tx = self.files.sender_for(facility, host)?;
+        let tx = match &self.forward {
+            Some(fwd) if fwd.wants(facility) => {
+                let key = crate::broker::codec::file_key(
+                    &facility.app_id,
+                    &facility.module,
+                    host.filter(|_| facility.file_per_host),
+                );
+                Tx::Forward {
+                    tx: fwd.sender_for(&key),
+                    key: key.into(),
+                }
+            }
+            _ => Tx::File(self.files.sender_for(facility, host)?),
+        };
         Ok(Handle {
             tx,
             stats: Some(self.files.ctx().stats.clone()),

@@ -93,6 +93,10 @@ pub struct StateDb {
     path: PathBuf,
     /// Sorted so the saved file is stable and diffable.
     files: BTreeMap<PathBuf, FileState>,
+    /// The broker consumer's positions (issue 16): `STREAM/PARTITION` →
+    /// the last stream sequence whose lines are in the files. Saved with
+    /// the rotation state because it is a fact about the files' contents.
+    partitions: BTreeMap<String, u64>,
     /// Changed since the last successful save.
     unsaved: bool,
     /// Directories with renames (rotations) not yet fsynced: synced by the
@@ -121,6 +125,8 @@ impl Eq for Changed {}
 struct Disk {
     version: u32,
     files: BTreeMap<String, DiskEntry>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    partitions: BTreeMap<String, u64>,
 }
 
 /// One file's entry as stored.
@@ -185,6 +191,7 @@ impl StateDb {
             return Err(format!("unknown state version {}", disk.version));
         }
         let mut db = StateDb::new(path);
+        db.partitions = disk.partitions;
         for (file, entry) in disk.files {
             let started = parse_time(&entry.started);
             let last = entry.last_rotation.as_deref().map(parse_time);
@@ -227,6 +234,7 @@ impl StateDb {
         let disk = Disk {
             version: VERSION,
             files,
+            partitions: self.partitions.clone(),
         };
         // Serializing strings and integers into a Vec cannot fail; fall back to
         // an empty document rather than panic if it ever did.
@@ -286,6 +294,21 @@ impl StateDb {
     /// Where the state is saved.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The last stream sequence written for broker partition `key`
+    /// (`STREAM/N`), 0 when none was.
+    pub fn partition(&self, key: &str) -> u64 {
+        self.partitions.get(key).copied().unwrap_or(0)
+    }
+
+    /// Records that every line of stream sequences up to `seq` of partition
+    /// `key` is in the files (in memory until [`StateDb::save`]).
+    pub fn set_partition(&mut self, key: &str, seq: u64) {
+        if self.partitions.get(key) != Some(&seq) {
+            self.unsaved = true;
+            self.partitions.insert(key.to_owned(), seq);
+        }
     }
 
     /// The state of the live file `live`, if known.

@@ -44,6 +44,10 @@ pub(crate) enum Command {
     Reopen,
     /// Rotate now if the file has content; reply when the rename is done.
     Rotate(Option<oneshot::Sender<()>>),
+    /// Write out everything queued before this and `fdatasync` it; reply
+    /// whether all of it is on disk. The broker consumer (issue 16) records
+    /// a partition's stream position only after this says yes.
+    Sync(oneshot::Sender<bool>),
 }
 
 impl Command {
@@ -52,7 +56,9 @@ impl Command {
         match self {
             Command::Write(b) => b,
             // Only `Write`s are sent through `Handle`.
-            Command::Reopen | Command::Rotate(_) => unreachable!("only writes go through a Handle"),
+            Command::Reopen | Command::Rotate(_) | Command::Sync(_) => {
+                unreachable!("only writes go through a Handle")
+            }
         }
     }
 }

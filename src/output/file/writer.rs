@@ -247,6 +247,14 @@ impl LogFile {
                     let _ = done.send(());
                 }
             }
+            Command::Sync(done) => {
+                if let Some(f) = self.fault.as_mut() {
+                    f.retry_at = Instant::now();
+                }
+                self.write_out().await;
+                let ok = self.pending.is_empty() && self.sync_now().await;
+                let _ = done.send(ok);
+            }
         }
     }
 
@@ -629,10 +637,11 @@ impl LogFile {
     }
 
     /// `sync = N`: flush the file's data to the disk now.
-    async fn sync_now(&mut self) {
+    async fn sync_now(&mut self) -> bool {
         self.sync_due = None;
         let Some(file) = self.file.take() else {
-            return;
+            // Nothing open: everything written was synced at its close.
+            return true;
         };
         let job = tokio::task::spawn_blocking(move || {
             let res = file.sync_data();
@@ -645,11 +654,14 @@ impl LogFile {
                     if let Some(suppressed) = self.ctx.limiter.check() {
                         warn!(path = %self.path.display(), cause = %err, suppressed, "sync failed");
                     }
+                    return false;
                 }
+                true
             }
             Err(err) => {
                 self.slot = None;
                 warn!(path = %self.path.display(), cause = %err, "sync task failed");
+                false
             }
         }
     }

@@ -1,0 +1,408 @@
+//! The broker consumer (issue 16): a consumer is an input like a socket.
+//! For every partition it may own (`[consume] partitions_owned`) a task
+//! waits for the partition's [`lease`], then reads the partition's blocks
+//! from JetStream through a durable pull consumer, routes their records
+//! through an ordinary [`Router`] (this daemon's facilities, rotation and
+//! compression; never the forward output) and commits each cycle in this
+//! order: lines written and fdatasynced → stream sequence saved in the
+//! rotation state → lease renewed with that sequence → acknowledged
+//! (AckAll). A block already written (seq at or below the checkpoint) is
+//! acknowledged and skipped, so a redelivery after a crash or a take-over
+//! writes nothing twice; a block that cannot be decoded is counted and
+//! skipped and never holds its partition up.
+
+pub(crate) mod lease;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::broker::codec::decode_block;
+use crate::broker::nats::{connect, ensure_stream, subject};
+use crate::config::ConsumeSection;
+use crate::ratelimit::RateLimit;
+use crate::record::{Auth, Record, Transport};
+use crate::rotation::StateDb;
+use crate::router::{Router, RouterCtx};
+use crate::stats::Stats;
+use lease::Lease;
+
+/// How long a JetStream message may stay unacknowledged before the
+/// server delivers it again (only matters if a writer hangs: a take-over
+/// recreates the consumer and gets everything unacknowledged at once).
+const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// What every partition task shares.
+struct Shared {
+    section: ConsumeSection,
+    js: jetstream::Context,
+    kv: kv::Store,
+    /// Routes to this daemon's files only (its outputs have no forward).
+    router: Arc<RouterCtx>,
+    state: Arc<Mutex<StateDb>>,
+    stats: Arc<Stats>,
+    limiter: RateLimit,
+    stop: CancellationToken,
+}
+
+/// Connects and starts one task per partition this writer may own, in
+/// `tracker`; they end when `stop` is cancelled, handing their leases back.
+///
+/// # Errors
+/// The credentials or NKey file cannot be read.
+pub(crate) async fn start(
+    section: &ConsumeSection,
+    router: Arc<RouterCtx>,
+    state: Arc<Mutex<StateDb>>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let client = connect(&section.conn, &format!("loghogd-consume-{}", section.name)).await?;
+    let js = jetstream::new(client);
+    let section = section.clone();
+    let tracker2 = tracker.clone();
+    info!(servers = ?section.conn.servers, stream = %section.stream.stream, partitions = ?section.owned, name = %section.name, "consuming from the broker");
+    tracker.spawn(async move {
+        // The stream and the lease bucket, retried until the broker answers.
+        let mut backoff = Duration::from_millis(200);
+        let kv = loop {
+            let ready = async {
+                ensure_stream(&js, &section.stream).await?;
+                lease_bucket(&js, &section).await
+            };
+            tokio::select! {
+                r = ready => match r {
+                    Ok(kv) => break kv,
+                    Err(e) => warn!(cause = %e, "consume: the broker is not ready; retrying"),
+                },
+                () = stop.cancelled() => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        };
+        let shared = Arc::new(Shared {
+            section,
+            js,
+            kv,
+            router,
+            state,
+            stats,
+            limiter: RateLimit::new(10, Duration::from_secs(10)),
+            stop,
+        });
+        for &p in &shared.section.owned {
+            tracker2.spawn(partition_loop(shared.clone(), p));
+        }
+    });
+    Ok(())
+}
+
+/// The lease bucket, created when missing (replicated like the stream).
+async fn lease_bucket(js: &jetstream::Context, c: &ConsumeSection) -> anyhow::Result<kv::Store> {
+    if let Ok(kv) = js.get_key_value(c.lease_bucket.clone()).await {
+        return Ok(kv);
+    }
+    js.create_key_value(kv::Config {
+        bucket: c.lease_bucket.clone(),
+        description: "loghogd partition leases".to_owned(),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: c.stream.replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("lease bucket {}: {e}", c.lease_bucket))
+}
+
+/// Why owning a partition ended.
+enum Ended {
+    /// The daemon is stopping: hand the lease back.
+    Stopped,
+    /// The lease was lost or could not be renewed in time.
+    Lost,
+}
+
+/// Waits for partition `p`'s lease, writes while it holds it, and waits
+/// again after losing it.
+async fn partition_loop(sh: Arc<Shared>, p: u32) {
+    let key = format!("{}.p{p}", sh.section.stream.stream);
+    loop {
+        let Some(mut lease) = lease::acquire(
+            &sh.kv,
+            &key,
+            &sh.section.name,
+            sh.section.lease_ttl,
+            &sh.stop,
+            &sh.limiter,
+        )
+        .await
+        else {
+            return;
+        };
+        sh.stats.consume_owned_partitions.fetch_add(1, Relaxed);
+        info!(partition = p, seq = lease.seq, "owns partition");
+        let ended = own(&sh, p, &mut lease).await;
+        sh.stats.consume_owned_partitions.fetch_sub(1, Relaxed);
+        if let Ok(mut lag) = sh.stats.consume_lag_by.lock() {
+            if let Some(l) = lag.remove(&p) {
+                sh.stats.consume_lag.fetch_sub(l, Relaxed);
+            }
+        }
+        match ended {
+            Ended::Stopped => {
+                lease.release(&sh.kv).await;
+                info!(partition = p, "handed partition back");
+                return;
+            }
+            Ended::Lost => {
+                warn!(partition = p, "lost partition lease; writing nothing more to it");
+                tokio::select! {
+                    () = tokio::time::sleep(sh.section.lease_ttl / 3) => {}
+                    () = sh.stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Writes partition `p` while `lease` is valid.
+async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
+    let state_key = format!("{}/{p}", sh.section.stream.stream);
+    let local = lock(&sh.state).partition(&state_key);
+    let mut done = local.max(lease.seq);
+    let consumer = loop {
+        match fresh_consumer(sh, p).await {
+            Ok(c) => break c,
+            Err(e) => {
+                if let Some(suppressed) = sh.limiter.check() {
+                    warn!(partition = p, cause = %e, suppressed, "cannot create the partition's consumer; retrying");
+                }
+            }
+        }
+        if !renew_if_due(sh, lease, done).await {
+            return Ended::Lost;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = sh.stop.cancelled() => return Ended::Stopped,
+        }
+    };
+    let mut router = Router::new(
+        sh.router.clone(),
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Transport::Broker,
+    );
+    let wait = (sh.section.lease_ttl / 3).min(Duration::from_secs(1));
+    loop {
+        if sh.stop.is_cancelled() {
+            return Ended::Stopped;
+        }
+        if !lease.is_valid() {
+            return Ended::Lost;
+        }
+        let msgs = match next_messages(&consumer, sh.section.fetch_batch, wait).await {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(suppressed) = sh.limiter.check() {
+                    warn!(partition = p, cause = %e, suppressed, "consume: fetch failed");
+                }
+                if !renew_if_due(sh, lease, done).await {
+                    return Ended::Lost;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = sh.stop.cancelled() => return Ended::Stopped,
+                }
+                continue;
+            }
+        };
+        let Some(last) = msgs.last() else {
+            if !renew_if_due(sh, lease, done).await {
+                return Ended::Lost;
+            }
+            continue;
+        };
+        let mut upto = done;
+        let mut pending = 0;
+        router.begin_chunk();
+        for m in &msgs {
+            let Ok(info) = m.info() else {
+                sh.stats.consume_poison.fetch_add(1, Relaxed);
+                continue;
+            };
+            let seq = info.stream_sequence;
+            pending = info.pending;
+            if seq <= done {
+                sh.stats.consume_redeliveries.fetch_add(1, Relaxed);
+                continue;
+            }
+            route_block(sh, p, seq, &m.payload, &mut router).await;
+            upto = upto.max(seq);
+        }
+        if !lease.is_valid() {
+            return Ended::Lost;
+        }
+        router.flush().await;
+        // Written and synced before the position is recorded.
+        while !router.sync().await {
+            if !renew_if_due(sh, lease, done).await || !lease.is_valid() {
+                return Ended::Lost;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if upto > done {
+            if let Err(e) = save_position(sh, &state_key, upto).await {
+                // Not acknowledged: the blocks come again and are written
+                // again once the state can be saved. Writing fewer lines
+                // twice is better than claiming a position not on disk.
+                warn!(partition = p, cause = %e, "cannot save the partition position; not acknowledging");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            done = upto;
+        }
+        if !lease.renew(&sh.kv, done).await && !lease.is_valid() {
+            return Ended::Lost;
+        }
+        if let Err(e) = last.ack().await {
+            if let Some(suppressed) = sh.limiter.check() {
+                warn!(partition = p, cause = %e, suppressed, "consume: ack failed (the blocks come again and are skipped)");
+            }
+        }
+        set_lag(&sh.stats, p, pending);
+    }
+}
+
+/// Routes the records of one block; an undecodable block or record is
+/// counted and skipped.
+async fn route_block(sh: &Shared, p: u32, seq: u64, payload: &[u8], router: &mut Router) {
+    let records = match decode_block(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            sh.stats.consume_poison.fetch_add(1, Relaxed);
+            if let Some(suppressed) = sh.limiter.check() {
+                warn!(partition = p, seq, cause = %e, suppressed, "consume: undecodable block skipped");
+            }
+            return;
+        }
+    };
+    let mut n = 0u64;
+    for rec in records {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                sh.stats.consume_poison.fetch_add(1, Relaxed);
+                if let Some(suppressed) = sh.limiter.check() {
+                    warn!(partition = p, seq, cause = %e, suppressed, "consume: undecodable record skipped");
+                }
+                continue;
+            }
+        };
+        router.set_received(rec.received_micros);
+        router.route(&Record {
+            app_id: rec.app_id,
+            module: rec.module,
+            host: Some(rec.host),
+            body: rec.body,
+            auth: Auth::Forwarded,
+            syslog: rec.syslog.as_ref(),
+        });
+        n += 1;
+        if router.needs_flush() {
+            router.flush().await;
+        }
+    }
+    sh.stats.consume_records.fetch_add(n, Relaxed);
+}
+
+/// Renews the lease when a renewal is due; `false` when it is no longer
+/// valid.
+async fn renew_if_due(sh: &Shared, lease: &mut Lease, done: u64) -> bool {
+    if lease.renewal_due() {
+        lease.renew(&sh.kv, done).await;
+    }
+    lease.is_valid()
+}
+
+/// Deletes and recreates the partition's durable consumer, so everything
+/// not yet acknowledged is delivered now (not after the old owner's
+/// messages time out).
+async fn fresh_consumer(sh: &Shared, p: u32) -> anyhow::Result<consumer::PullConsumer> {
+    let stream = sh
+        .js
+        .get_stream(&sh.section.stream.stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {}: {e}", sh.section.stream.stream))?;
+    let name = format!("loghogd-p{p}");
+    let _ = stream.delete_consumer(&name).await;
+    let c = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subject(&sh.section.stream, p),
+            ack_policy: consumer::AckPolicy::All,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: -1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
+    Ok(c)
+}
+
+/// What is there now, up to `max` messages; when nothing is, waits up to
+/// `wait` for one.
+async fn next_messages(
+    c: &consumer::PullConsumer,
+    max: usize,
+    wait: Duration,
+) -> anyhow::Result<Vec<jetstream::Message>> {
+    let mut out = Vec::new();
+    let mut batch = c.fetch().max_messages(max).messages().await?;
+    while let Some(m) = batch.next().await {
+        out.push(m.map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    if out.is_empty() {
+        let mut batch = c.batch().max_messages(1).expires(wait).messages().await?;
+        while let Some(m) = batch.next().await {
+            out.push(m.map_err(|e| anyhow::anyhow!("{e}"))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Records `seq` as written for `key` and saves the state now.
+async fn save_position(sh: &Shared, key: &str, seq: u64) -> std::io::Result<()> {
+    let state = sh.state.clone();
+    let key = key.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut s = lock(&state);
+        s.set_partition(&key, seq);
+        s.save()
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+fn set_lag(stats: &Stats, p: u32, pending: u64) {
+    if let Ok(mut lag) = stats.consume_lag_by.lock() {
+        let old = lag.insert(p, pending).unwrap_or(0);
+        stats.consume_lag.fetch_add(pending, Relaxed);
+        stats.consume_lag.fetch_sub(old, Relaxed);
+    }
+}
+
+fn lock(state: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
