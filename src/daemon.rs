@@ -874,7 +874,8 @@ fn preflight(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Prints every facility with its file, rule and next three rotations.
+/// Prints every facility with its file, rule and next three rotations,
+/// then `[forward]` and `[consume]` when set.
 fn print_check(config: &Config, facilities: &FacilityDb) {
     println!("{}: ok", config.path.display());
     println!("{}: ok", config.main.facilities_config.display());
@@ -914,6 +915,9 @@ fn print_check(config: &Config, facilities: &FacilityDb) {
         if !f.syslog_tags.is_empty() {
             syslog.push_str(&format!(" syslog_tags={}", f.syslog_tags.join(",")));
         }
+        if f.forward {
+            syslog.push_str(" forward=yes");
+        }
         if !f.syslog_facilities.is_empty() {
             let names: Vec<&str> = f
                 .syslog_facilities
@@ -936,6 +940,19 @@ fn print_check(config: &Config, facilities: &FacilityDb) {
                 next.join(",")
             }
         );
+    }
+    // The relay (issue 16): where records go and which facilities send
+    // them; credential files by path only.
+    if let Some(fw) = &config.forward {
+        let forwarding: Vec<String> = facilities
+            .iter()
+            .filter(|f| f.forward)
+            .map(|f| f.section_name())
+            .collect();
+        println!("{}", fw.describe(&forwarding));
+    }
+    if let Some(c) = &config.consume {
+        println!("{}", c.describe());
     }
 }
 

@@ -27,6 +27,7 @@
 //! stats        counters; ratelimit  warnings peers can cause
 //! metrics      GET /metrics (Prometheus text) and /healthz, an axum Router
 //! viewer       the read-only browser view over the files (search, tail, chart)
+//! broker       the NATS JetStream relay's wire format (issue 16)
 //! escape       client strings escaped and truncated for the daemon's log
 //! daemon       run(config, listeners, control, shutdown); the binary's wiring
 //! ```
@@ -55,6 +56,7 @@
 //! the writers wrote (through `rotation`'s names and no-symlink rule), never
 //! the writers themselves.
 
+pub(crate) mod broker;
 pub mod cli;
 pub mod clock;
 pub mod compress;
@@ -75,6 +77,8 @@ pub(crate) mod timefmt;
 pub mod tz;
 pub(crate) mod viewer;
 
+#[doc(hidden)]
+pub use broker::codec::fuzz_codec;
 pub use input::http::bind_http;
 #[doc(hidden)]
 pub use input::syslog::fuzz_syslog;

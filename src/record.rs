@@ -26,7 +26,7 @@ pub(crate) struct Record<'a> {
 }
 
 /// What a syslog message carries besides its host and body.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct SyslogMeta<'a> {
     /// Facility code, 0 (kern) to 23 (local7); see [`FACILITY_NAMES`].
     pub(crate) facility: u8,

@@ -27,6 +27,7 @@ const KNOWN_KEYS: &[&str] = &[
     "min_severity",
     "syslog_tags",
     "syslog_facilities",
+    "forward",
 ];
 
 /// The catch-all application of syslog input: messages whose tag names no
@@ -66,6 +67,9 @@ pub struct Facility {
     /// Syslog facility codes routed here (`syslog_facilities =`, this
     /// section only; a `[syslog:NAME]` section takes its own by default).
     pub syslog_facilities: Vec<u8>,
+    /// Relay this facility's records to `[forward]`'s stream (issue 16)
+    /// instead of writing them here; inherited from the root.
+    pub forward: bool,
 }
 
 /// Every configured facility, looked up by app and module.
@@ -127,6 +131,7 @@ impl std::fmt::Debug for Facility {
             .field("min_severity", &self.min_severity)
             .field("syslog_tags", &self.syslog_tags)
             .field("syslog_facilities", &self.syslog_facilities)
+            .field("forward", &self.forward)
             .field(
                 "secret",
                 &format_args!(
@@ -458,6 +463,16 @@ fn read_facility(
         })?,
         None => root.is_some_and(|r| r.file_per_host),
     };
+    let forward = match own("forward") {
+        Some("") => false,
+        Some(v) => parse_bool(v).ok_or_else(|| {
+            error(
+                "forward",
+                format!("forward = \"{v}\" is not a boolean; use yes or no"),
+            )
+        })?,
+        None => root.is_some_and(|r| r.forward),
+    };
     let secret = match own("secret") {
         Some("") => None,
         Some(v) => Some(loghog_protocol::Key::new(v)),
@@ -552,6 +567,7 @@ fn read_facility(
         min_severity,
         syslog_tags,
         syslog_facilities,
+        forward,
     })
 }
 
@@ -842,6 +858,7 @@ secret = my-big-secret
             ("[app]\nrotate = daily\nbackup_count = 1\nmax_size = 0\n", "[app] max_size (line 4)", "at least 1"),
             ("[app]\nrotate = daily\nbackup_count = 1\nflush_every = -2\n", "[app] flush_every (line 4)", "at least 1"),
             ("[app]\nrotate = daily\nbackup_count = 1\nfile_per_host = sometimes\n", "[app] file_per_host (line 4)", "use yes or no"),
+            ("[app]\nrotate = daily\nbackup_count = 1\nforward = later\n", "[app] forward (line 4)", "forward = \"later\" is not a boolean; use yes or no"),
             ("[app:web]\nrotate = daily\nbackup_count = 1\n", "[app:web] (line 1)", "add [app] with rotate and backup_count"),
             ("[app]\nrotate = daily\nbackup_count = 1\n[app:]\n", "[app:] (line 4)", "same facility as [app] on line 1"),
             (
@@ -957,5 +974,22 @@ mod syslog_tests {
             assert!(e.contains(place), "{e}");
             assert!(e.contains(fix), "{e}");
         }
+    }
+
+    #[test]
+    fn forward_is_inherited_like_the_other_keys() {
+        let db = parse(
+            "[app]\nrotate = daily\nbackup_count = 1\nforward = yes\n\
+             [app:web]\n[app:api]\nforward = no\n[app:stop]\nforward =\n\
+             [other]\nrotate = daily\nbackup_count = 1\n",
+        )
+        .unwrap();
+        let forward = |app: &str, module: &str| db.lookup(app, module).unwrap().forward;
+        assert!(forward("app", ""));
+        assert!(forward("app", "web"));
+        assert!(forward("app", "web.deeper"));
+        assert!(!forward("app", "api"));
+        assert!(!forward("app", "stop"));
+        assert!(!forward("other", ""));
     }
 }

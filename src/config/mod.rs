@@ -5,6 +5,7 @@
 //! `load` reads the file. Every error names the file, the place and the fix.
 
 pub mod facility;
+pub mod forward;
 pub mod http;
 pub mod raw;
 pub mod syslog;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use facility::{Facility, FacilityDb, SyncPolicy};
+pub use forward::{BrokerConn, ConsumeSection, ForwardSection, StreamSettings};
 pub use http::{Grant, HttpSection};
 pub use syslog::SyslogSection;
 pub use viewer::ViewerSection;
@@ -69,6 +71,8 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("syslog", syslog::KEYS),
     ("http", http::KEYS),
     ("viewer", viewer::KEYS),
+    ("forward", forward::FORWARD_KEYS),
+    ("consume", forward::CONSUME_KEYS),
 ];
 
 /// Largest `max_connections` and `max_connections_per_ip` (each connection
@@ -155,6 +159,12 @@ pub struct Config {
     pub http: HttpSection,
     /// `[viewer]`: the log viewer's work limits (issue 15).
     pub viewer: ViewerSection,
+    /// `[forward]`: relay records to NATS JetStream (issue 16); `None`
+    /// when the section is absent or has no `servers`.
+    pub forward: Option<ForwardSection>,
+    /// `[consume]`: write the records edges relayed (issue 16); `None`
+    /// when the section is absent or has no `servers`.
+    pub consume: Option<ConsumeSection>,
     /// Limits that protect the daemon (defaults; not yet keys of the file).
     pub limits: Limits,
     /// What was ignored (unknown sections and keys), for the caller to
@@ -311,7 +321,8 @@ impl Config {
 
     /// Validates loghogd.conf given as `text`; `path` locates relative paths
     /// and names the file in errors. Touches no disk (except to resolve a
-    /// listen host name other than `localhost`).
+    /// listen host name other than `localhost`, and to check that the
+    /// credential files `[forward]` and `[consume]` name can be read).
     ///
     /// # Errors
     /// A [`ConfigError`] naming the file, the place and the fix.
@@ -347,6 +358,8 @@ impl Config {
             syslog: syslog::read_syslog(&get("syslog"), has_tls_files)?,
             http: http::read_http(&get("http"), has_tls_files)?,
             viewer: viewer::read_viewer(&get("viewer"))?,
+            forward: forward::read_forward(&get("forward"))?,
+            consume: forward::read_consume(&get("consume"))?,
             server,
             limits: read_limits(&get("server"))?,
             warnings,
@@ -654,6 +667,50 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// A size in bytes: a whole number, optionally with a binary `K`, `M`
+    /// or `G` suffix (`256K` is 262144), from `min` to `max`.
+    fn size(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let Some(v) = self.str(key) else {
+            return Ok(default);
+        };
+        match parse_size(v) {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.error(
+                key,
+                format!(
+                    "{key} = \"{v}\" is not valid; use a size from {} to {} (bytes, or with a K, M or G suffix)",
+                    show_size(min),
+                    show_size(max)
+                ),
+            )),
+        }
+    }
+
+    /// A duration: whole seconds, or a number with an `s`, `m`, `h` or `d`
+    /// suffix (`2m` is 120 s), from `min` to `max`.
+    fn duration(
+        &self,
+        key: &str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(v) = self.str(key) else {
+            return Ok(default);
+        };
+        match parse_duration(v) {
+            Some(d) if d >= min && d <= max => Ok(d),
+            _ => Err(self.error(
+                key,
+                format!(
+                    "{key} = \"{v}\" is not valid; use a duration from {} to {} (seconds, or with an s, m, h or d suffix)",
+                    show_duration(min),
+                    show_duration(max)
+                ),
+            )),
+        }
+    }
+
     /// The path, resolved against the directory of loghogd.conf and
     /// normalized (no `.` or `..` left), so one file has one name in logs
     /// and in the rotation state.
@@ -730,6 +787,54 @@ pub fn normalize(p: &Path) -> PathBuf {
         out.push(".");
     }
     out
+}
+
+/// `N`, `NK`, `NM` or `NG` (binary multiples, either case) in bytes.
+pub(crate) fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (digits, shift) = match v.as_bytes().last()?.to_ascii_uppercase() {
+        b'K' => (&v[..v.len() - 1], 10),
+        b'M' => (&v[..v.len() - 1], 20),
+        b'G' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n: u64 = digits.trim_end().parse().ok()?;
+    n.checked_mul(1 << shift)
+}
+
+/// `N` (seconds) or `Ns`, `Nm`, `Nh`, `Nd`.
+pub(crate) fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (digits, unit) = match v.as_bytes().last()?.to_ascii_lowercase() {
+        b's' => (&v[..v.len() - 1], 1),
+        b'm' => (&v[..v.len() - 1], 60),
+        b'h' => (&v[..v.len() - 1], 3600),
+        b'd' => (&v[..v.len() - 1], 86_400),
+        _ => (v, 1),
+    };
+    let n: u64 = digits.trim_end().parse().ok()?;
+    n.checked_mul(unit).map(Duration::from_secs)
+}
+
+/// A byte count the way the config writes it: `256K`, `1G`, `100`.
+pub(crate) fn show_size(n: u64) -> String {
+    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+        if n != 0 && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+/// A duration the way the config writes it: `7d`, `2m`, `90s`.
+pub(crate) fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, name) in [(86_400, "d"), (3600, "h"), (60, "m")] {
+        if s != 0 && s.is_multiple_of(unit) {
+            return format!("{}{name}", s / unit);
+        }
+    }
+    format!("{s}s")
 }
 
 /// ConfigParser's booleans (SPEC §6), case-insensitive.
@@ -1265,6 +1370,49 @@ listen_ipv6_ssl =
             assert_eq!(err.place, format!("[server] {place} (line 2)"), "{err}");
             assert!(err.problem.contains(range), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        for (v, want) in [
+            ("0", Some(0)),
+            ("100", Some(100)),
+            ("1K", Some(1024)),
+            ("256k", Some(256 << 10)),
+            ("64M", Some(64 << 20)),
+            ("10 G", Some(10 << 30)),
+            ("K", None),
+            ("1T", None),
+            ("-1K", None),
+            ("1.5M", None),
+            ("99999999999999999999G", None),
+            ("18014398509481984G", None),
+        ] {
+            assert_eq!(parse_size(v), want, "{v}");
+        }
+        for (v, want) in [
+            ("0", Some(0)),
+            ("90", Some(90)),
+            ("90s", Some(90)),
+            ("2m", Some(120)),
+            ("36H", Some(36 * 3600)),
+            ("7d", Some(7 * 86_400)),
+            ("d", None),
+            ("7 days", None),
+            ("1w", None),
+            ("-5s", None),
+            ("999999999999999999d", None),
+        ] {
+            assert_eq!(parse_duration(v), want.map(Duration::from_secs), "{v}");
+        }
+        assert_eq!(show_size(256 << 10), "256K");
+        assert_eq!(show_size(3 << 30), "3G");
+        assert_eq!(show_size(1000), "1000");
+        assert_eq!(show_size(0), "0");
+        assert_eq!(show_duration(Duration::from_secs(604_800)), "7d");
+        assert_eq!(show_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(show_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(show_duration(Duration::ZERO), "0s");
     }
 
     #[test]

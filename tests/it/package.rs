@@ -114,6 +114,8 @@ fn man_pages_name_every_config_key() {
     for key in known("config/syslog.rs", "KEYS")
         .into_iter()
         .chain(known("config/http.rs", "KEYS"))
+        .chain(known("config/forward.rs", "FORWARD_KEYS"))
+        .chain(known("config/forward.rs", "CONSUME_KEYS"))
     {
         if !has_word(&conf, &key) {
             missing.push(key);
@@ -126,6 +128,8 @@ fn man_pages_name_every_config_key() {
         "server",
         "syslog",
         "http",
+        "forward",
+        "consume",
         "scheduler",
     ] {
         if !conf.contains(&format!(".SH [{section}]")) {
