@@ -64,3 +64,9 @@ mod viewer;
 
 #[path = "it/browser.rs"]
 mod browser;
+
+#[path = "it/nats.rs"]
+mod nats;
+
+#[path = "it/broker.rs"]
+mod broker;

@@ -59,6 +59,9 @@ pub struct Setup {
     listen_ipv6: String,
     /// Extra environment variables for the daemon (e.g. `TZ`).
     env: Vec<(String, String)>,
+    /// `[main] logdir` when it is not `log/` in the temp dir: two writers
+    /// of issue 16 share one logdir, each with its own workdir.
+    logdir: Option<PathBuf>,
 }
 
 impl Default for Setup {
@@ -83,7 +86,14 @@ impl Setup {
             listen_ipv4: "127.0.0.1:0".to_string(),
             listen_ipv6: String::new(),
             env: Vec::new(),
+            logdir: None,
         }
+    }
+
+    /// Uses `dir` (absolute) as `[main] logdir` instead of `log/` in the temp dir.
+    pub fn logdir_at(mut self, dir: &Path) -> Setup {
+        self.logdir = Some(dir.to_path_buf());
+        self
     }
 
     /// Sets an environment variable for the daemon.
@@ -141,9 +151,12 @@ impl Setup {
         self.root().join("facilities.conf")
     }
 
-    /// The logdir (`log/` in the temp dir).
+    /// The logdir (`log/` in the temp dir unless [`Setup::logdir_at`] moved it).
     pub fn logdir(&self) -> PathBuf {
-        self.root().join("log")
+        match &self.logdir {
+            Some(dir) => dir.clone(),
+            None => self.root().join("log"),
+        }
     }
 
     /// `{logdir}/{rel}`, e.g. `log("app/root.log")`.
@@ -160,7 +173,7 @@ impl Setup {
     pub fn conf_text(&self) -> String {
         format!(
             "[main]\n\
-             logdir = log\n\
+             logdir = {}\n\
              workdir = lib\n\
              rundir = run\n\
              pidfile = loghogd.pid\n\
@@ -171,7 +184,15 @@ impl Setup {
              listen_ipv6 = {}\n\
              {}\n\
              {}",
-            self.main_extra, self.listen_ipv4, self.listen_ipv6, self.server_extra, self.conf_extra
+            // Relative unless moved: as every test before issue 16 wrote it.
+            self.logdir
+                .as_ref()
+                .map_or_else(|| "log".to_string(), |d| d.display().to_string()),
+            self.main_extra,
+            self.listen_ipv4,
+            self.listen_ipv6,
+            self.server_extra,
+            self.conf_extra
         )
     }
 

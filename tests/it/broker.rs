@@ -1,0 +1,655 @@
+//! Issue 16 through a real broker: an edge loghogd with `[forward]` and a
+//! writer loghogd with `[consume]`, both the real binary, around a real
+//! `nats-server -js` (tests/it/nats.rs). Round trips for the LogHog, syslog
+//! and HTTP inputs with the edge's receipt time kept; the broker down for
+//! 10 s under load (the spool fills and drains); the writer SIGKILLed with a
+//! second writer standing by (take-over within the lease TTL, never two
+//! writers at once); one node of a three-node cluster killed with replicas
+//! = 3; a poison message counted and skipped. Every case checks that each
+//! message is written exactly once, in order per connection.
+//!
+//! These tests are written against the interfaces in the issue-16 design
+//! (config keys, metric names, the block format) before the feature is
+//! wired; they are `#[ignore]`d until it is.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+
+use crate::http::run_curl;
+use crate::nats::{NatsCluster, NatsServer};
+use crate::util::*;
+
+/// The edge forwards `app`, `web` and syslog; local3 is a child of
+/// `[syslog]` and inherits `forward = yes`.
+const EDGE_FACILITIES: &str = "\
+[app]
+rotate = daily
+backup_count = 3
+forward = yes
+
+[web]
+rotate = daily
+backup_count = 3
+forward = yes
+
+[syslog]
+rotate = daily
+backup_count = 3
+forward = yes
+
+[syslog:local3]
+format = rfc5424
+";
+
+/// The writer writes what it consumes with its own facilities (no forward).
+const WRITER_FACILITIES: &str = "\
+[app]
+rotate = daily
+backup_count = 3
+
+[web]
+rotate = daily
+backup_count = 3
+
+[syslog]
+rotate = daily
+backup_count = 3
+
+[syslog:local3]
+format = rfc5424
+";
+
+/// `/metrics` on loopback without credentials, for every daemon here.
+const HTTP: &str = "[http]\nlisten = 127.0.0.1:0\nallow_anonymous_on_loopback = yes\n";
+
+/// An edge forwarding to `servers`, with `extra` in `[forward]`; syslog
+/// listeners on TCP and UDP; UTC, so the test can compare receipt times.
+fn edge_setup(servers: &str, extra: &str) -> Setup {
+    Setup::new()
+        .env("TZ", "UTC")
+        .facilities(EDGE_FACILITIES)
+        .conf_extra(HTTP)
+        .conf_extra("[syslog]\nlisten_udp = 127.0.0.1:0\nlisten_tcp = 127.0.0.1:0\n")
+        .conf_extra(&format!("[forward]\nservers = {servers}\n{extra}"))
+}
+
+/// A writer consuming from `servers`, with `extra` in `[consume]`.
+fn writer_setup(servers: &str, extra: &str) -> Setup {
+    Setup::new()
+        .env("TZ", "UTC")
+        .facilities(WRITER_FACILITIES)
+        .conf_extra(HTTP)
+        .conf_extra(&format!("[consume]\nservers = {servers}\n{extra}"))
+}
+
+fn now_utc() -> NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+/// The timestamp a loghog-format line starts with.
+fn stamp(line: &str) -> NaiveDateTime {
+    let (ts, _, _) = parse_line(line);
+    NaiveDateTime::parse_from_str(&ts, "%Y-%m-%d %H:%M:%S%.6f").unwrap()
+}
+
+// === metrics ===
+
+/// The daemon's `/metrics` address.
+fn metrics_addr(d: &Daemon) -> SocketAddr {
+    *d.addrs("http")
+        .first()
+        .expect("no `listening on http` line: is [http] listen set?")
+}
+
+/// The sum of every sample of `loghogd_{name}` (all label sets), `None`
+/// when the scrape fails or has no such metric.
+fn metric_at(addr: SocketAddr, name: &str) -> Option<f64> {
+    let r = run_curl(&format!("http://{addr}/metrics"), &[], None);
+    if r.status != 200 {
+        return None;
+    }
+    let scrape = crate::metrics::parse(&r.body);
+    let full = format!("loghogd_{name}");
+    let mut found = None;
+    for s in &scrape.samples {
+        if s.metric == full {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => continue,
+            };
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+fn metric(d: &Daemon, name: &str) -> Option<f64> {
+    metric_at(metrics_addr(d), name)
+}
+
+/// Waits (bounded by `deadline`) until `cond` holds for `loghogd_{name}`;
+/// returns the value.
+fn wait_metric(
+    d: &Daemon,
+    name: &str,
+    deadline: Duration,
+    what: &str,
+    cond: impl Fn(f64) -> bool,
+) -> f64 {
+    let start = Instant::now();
+    loop {
+        let v = metric(d, name);
+        if let Some(v) = v.filter(|&v| cond(v)) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "loghogd_{name} never {what} within {deadline:?} (last {v:?}); stderr:\n{}",
+            d.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// === load ===
+
+/// Senders that keep writing `c{conn} n{seq:06}` frames for app `app` (root
+/// module) on their own TCP connections until told to stop.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<usize>>,
+}
+
+impl Load {
+    /// `conns` connections to `addr`, each a burst of 10 messages every 2 ms
+    /// (about 5,000 messages/s per connection): steady load, not a flood.
+    fn start(addr: SocketAddr, conns: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..conns)
+            .map(|c| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut s: TcpStream = connect(addr);
+                    let mut seq = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut bytes = Vec::new();
+                        for _ in 0..10 {
+                            bytes.extend(simple("app", &format!("c{c} n{seq:06} load")));
+                            seq += 1;
+                        }
+                        // Blocks while the edge holds readers back (a full
+                        // spool); the write timeout is DEADLINE.
+                        s.write_all(&bytes).expect("write to the edge");
+                        // Pacing, as a real client sends; nothing waits out a race.
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    seq
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the senders, closes their connections; messages sent per connection.
+    fn finish(self) -> Vec<usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().expect("sender thread"))
+            .collect()
+    }
+}
+
+/// Checks that `lines` hold, for each connection `c`, `c{c} n0..counts[c]`
+/// exactly once and in order.
+fn check_sequences(lines: &[String], counts: &[usize]) {
+    let mut next = vec![0usize; counts.len()];
+    for line in lines {
+        let (_, _, body) = parse_line(line);
+        let mut it = body.split(' ');
+        let c: usize = it.next().unwrap()[1..].parse().unwrap();
+        let n: usize = it.next().unwrap()[1..].parse().unwrap();
+        assert_eq!(
+            n, next[c],
+            "connection {c}: expected message {} next, got {n} (lost, duplicated or reordered)",
+            next[c]
+        );
+        next[c] += 1;
+    }
+    assert_eq!(next, counts, "messages per connection");
+}
+
+// === (a) round trips ===
+
+/// LogHog over TCP, syslog (RFC 5424 octet-counted over TCP, and logger(1)
+/// over UDP) and HTTP NDJSON, all sent to the edge before the writer even
+/// starts: each arrives once, in order, in the writer's files; loghog-format
+/// lines start with the edge's receipt time (before the writer existed),
+/// and the RFC 5424 lines keep their syslog fields.
+#[test]
+#[ignore = "issue 16: forward/consume not wired yet"]
+fn broker_round_trip_loghog_syslog_and_http_in_order_with_the_edge_time() {
+    let nats = NatsServer::start();
+    let edge_s = edge_setup(&nats.url(), "");
+    let mut edge = Daemon::start(&edge_s);
+    let t0 = now_utc();
+
+    let bytes: Vec<u8> = (0..1000)
+        .flat_map(|i| simple("app", &format!("c0 n{i:06} loghog")))
+        .collect();
+    send_tcp(edge.tcp_addr(), &bytes);
+
+    let mut c = connect(edge.addrs("syslog-tcp")[0]);
+    for i in 0..50 {
+        let m = format!(
+            "<155>1 2026-12-03T05:00:00.123456+00:00 web01 zookeeper 42 ID47 \
+             [zoo@123 tiger=\"hungry\"] z{i:03}"
+        );
+        c.write_all(format!("{} {m}", m.len()).as_bytes()).unwrap();
+    }
+    drop(c);
+    let udp = edge.addrs("syslog-udp")[0];
+    let out = Command::new("logger")
+        .args(["-n", "127.0.0.1", "-P", &udp.port().to_string(), "-d"])
+        .args(["-t", "cron", "-p", "cron.info", "job done"])
+        .output()
+        .expect("run logger (bsdutils)");
+    assert!(out.status.success(), "logger: {out:?}");
+
+    let http = metrics_addr(&edge);
+    for p in 0..3 {
+        let body: String = (0..20)
+            .map(|i| {
+                format!(
+                    "{{\"app_id\":\"web\",\"module\":\"\",\"host\":\"h1\",\"body\":\"c0 n{:06} http\"}}\n",
+                    p * 20 + i
+                )
+            })
+            .collect();
+        let r = run_curl(
+            &format!("http://{http}/v1/logs"),
+            &["-H", "Content-Type: application/x-ndjson"],
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+
+    // Everything is in the stream before any writer exists.
+    let total = 1000 + 50 + 1 + 60;
+    wait_metric(
+        &edge,
+        "forward_published_records_total",
+        DEADLINE,
+        "counted every record",
+        |v| v >= total as f64,
+    );
+    let t_writer = now_utc();
+    let writer_s = writer_setup(&nats.url(), "");
+    let mut writer = Daemon::start(&writer_s);
+
+    let app = wait_for_lines(&writer_s.log("app/root.log"), 1000, DEADLINE);
+    check_numbers(&app, 1, 1000);
+    let web = wait_for_lines(&writer_s.log("web/root.log"), 60, DEADLINE);
+    check_numbers(&web, 1, 60);
+    for line in app.iter().chain(&web) {
+        let t = stamp(line);
+        assert!(
+            t0 - chrono::Duration::seconds(1) <= t && t <= t_writer,
+            "{line:?}: not the edge's receipt time ({t0} .. {t_writer}; the writer started at {t_writer})"
+        );
+    }
+    assert!(
+        app.iter().all(|l| parse_line(l).1 == "127.0.0.1"),
+        "{app:?}"
+    );
+    assert!(web.iter().all(|l| parse_line(l).1 == "h1"), "{web:?}");
+
+    let l3 = wait_for_lines(&writer_s.log("syslog/local3.log"), 50, DEADLINE);
+    assert_eq!(l3.len(), 50);
+    for (i, line) in l3.iter().enumerate() {
+        assert!(line.starts_with("<155>1 "), "{line}");
+        assert!(
+            line.contains(" web01 zookeeper 42 ID47 [zoo@123 tiger=\"hungry\"] "),
+            "{line}"
+        );
+        assert!(line.ends_with(&format!("] z{i:03}")), "{line}");
+    }
+    let root = wait_for_lines(&writer_s.log("syslog/root.log"), 1, DEADLINE);
+    assert_eq!(root.len(), 1, "{root:?}");
+    let (_, _, body) = parse_line(&root[0]);
+    assert!(
+        body.starts_with("cron") && body.ends_with(": job done"),
+        "{root:?}"
+    );
+
+    // Nothing more arrives later (no duplicates after a redelivery).
+    wait_metric(
+        &writer,
+        "consume_written_records_total",
+        DEADLINE,
+        "counted every record",
+        |v| v >= total as f64,
+    );
+    assert_eq!(
+        metric(&writer, "consume_written_records_total"),
+        Some(total as f64)
+    );
+    assert_eq!(read(&writer_s.log("app/root.log")).lines().count(), 1000);
+    edge.stop();
+    writer.stop();
+}
+
+// === (b) the broker down under load ===
+
+/// Load on two connections; the broker is SIGKILLed for 10 s and restarted
+/// on the same port and store. While it is down the edge spools
+/// (`loghogd_forward_spool_bytes` > 0); after it returns the spool drains to
+/// 0 and every message is written once, in order, with the time the edge
+/// received it (lines received during the outage carry outage times).
+#[test]
+#[ignore = "issue 16: forward/consume not wired yet"]
+fn broker_down_10s_under_load_spools_and_drains_every_message_once_in_order() {
+    let mut nats = NatsServer::start();
+    let writer_s = writer_setup(&nats.url(), "");
+    let mut writer = Daemon::start(&writer_s);
+    let edge_s = edge_setup(&nats.url(), "");
+    let mut edge = Daemon::start(&edge_s);
+    let path = writer_s.log("app/root.log");
+
+    let load = Load::start(edge.tcp_addr(), 2);
+    wait_for_lines(&path, 500, DEADLINE);
+    nats.stop();
+    let t_down = now_utc();
+    let down = Instant::now();
+    wait_metric(
+        &edge,
+        "forward_spool_bytes",
+        Duration::from_secs(8),
+        "rose above 0 while the broker was down",
+        |v| v > 0.0,
+    );
+    let mut grew = false;
+    let mut last = 0.0;
+    while down.elapsed() < Duration::from_secs(10) {
+        let v = metric(&edge, "forward_spool_bytes").unwrap_or(0.0);
+        grew |= v > last && last > 0.0;
+        last = v;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        grew,
+        "the spool did not grow under load while the broker was down"
+    );
+    let t_up = now_utc();
+    nats.restart();
+    // Load goes on across the reconnect.
+    std::thread::sleep(Duration::from_secs(1));
+    let counts = load.finish();
+    let total: usize = counts.iter().sum();
+
+    let lines = wait_for_lines(&path, total, DEADLINE * 2);
+    check_sequences(&lines, &counts);
+    wait_metric(
+        &edge,
+        "forward_spool_bytes",
+        DEADLINE,
+        "drained to 0",
+        |v| v == 0.0,
+    );
+    // Receipt times: per connection never going back, and some inside the
+    // outage (they waited in the spool and kept the edge's time).
+    let mut last = [NaiveDateTime::MIN; 2];
+    let mut in_outage = 0;
+    for line in &lines {
+        let t = stamp(line);
+        let c: usize = parse_line(line).2[1..2].parse().unwrap();
+        assert!(t >= last[c], "time went back on connection {c}: {line}");
+        last[c] = t;
+        if t > t_down + chrono::Duration::seconds(1) && t < t_up - chrono::Duration::seconds(1) {
+            in_outage += 1;
+        }
+    }
+    assert!(
+        in_outage > 1000,
+        "only {in_outage} lines carry a receipt time inside the outage ({t_down} .. {t_up})"
+    );
+    // A moment later nothing more came (no duplicate from a re-publish).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(read(&path).lines().count(), total);
+    edge.stop();
+    writer.stop();
+}
+
+// === (c) a writer killed, another takes over ===
+
+/// What the monitor saw of one writer at one moment: owned partitions and
+/// records written, or `None` when its `/metrics` did not answer.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    owned: f64,
+    written: f64,
+}
+
+/// One monitor sample: when, writer A, writer B.
+type Sample = (Instant, Option<Seen>, Option<Seen>);
+
+fn seen(addr: SocketAddr) -> Option<Seen> {
+    Some(Seen {
+        owned: metric_at(addr, "consume_owned_partitions")?,
+        written: metric_at(addr, "consume_written_records_total").unwrap_or(0.0),
+    })
+}
+
+/// Writer A owns every partition (lease_ttl = 3 s); writer B (same logdir,
+/// its own workdir and name) stands by and owns none. A is SIGKILLed
+/// mid-stream: B owns every partition within the TTL (plus a scrape's
+/// slack); the file holds every message once, in order; a monitor sampling
+/// both writers every 100 ms never saw B own or write anything while A
+/// lived, nor the two own more than all partitions together.
+#[test]
+#[ignore = "issue 16: forward/consume not wired yet"]
+fn broker_writer_sigkilled_a_standby_takes_over_within_the_ttl_exactly_once() {
+    const PARTS: f64 = 4.0;
+    let nats = NatsServer::start();
+    let a_s = writer_setup(&nats.url(), "name = wa\nlease_ttl = 3s\npartitions = 4\n");
+    let mut a = Daemon::start(&a_s);
+    wait_metric(&a, "consume_owned_partitions", DEADLINE, "reached 4", |v| {
+        v == PARTS
+    });
+    let b_s = writer_setup(&nats.url(), "name = wb\nlease_ttl = 3s\npartitions = 4\n")
+        .logdir_at(&a_s.logdir());
+    let mut b = Daemon::start(&b_s);
+    let (a_m, b_m) = (metrics_addr(&a), metrics_addr(&b));
+
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let watching = Arc::new(AtomicBool::new(true));
+    let monitor = {
+        let (samples, watching) = (samples.clone(), watching.clone());
+        std::thread::spawn(move || {
+            while watching.load(Ordering::Relaxed) {
+                let s = (Instant::now(), seen(a_m), seen(b_m));
+                samples.lock().unwrap().push(s);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    let edge_s = edge_setup(&nats.url(), "partitions = 4\n");
+    let mut edge = Daemon::start(&edge_s);
+    let path = a_s.log("app/root.log");
+    let load = Load::start(edge.tcp_addr(), 2);
+    wait_for_lines(&path, 2000, DEADLINE);
+    send_signal(a.pid(), "KILL");
+    a.wait_exit(DEADLINE);
+    let killed = Instant::now();
+    wait_metric(
+        &b,
+        "consume_owned_partitions",
+        DEADLINE,
+        "took over all 4",
+        |v| v == PARTS,
+    );
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_secs(3 + 2),
+        "take-over took {took:?} (lease_ttl = 3s)"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let counts = load.finish();
+    let total: usize = counts.iter().sum();
+    let lines = wait_for_lines(&path, total, DEADLINE * 2);
+    check_sequences(&lines, &counts);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(read(&path).lines().count(), total, "lines after the last");
+
+    watching.store(false, Ordering::Relaxed);
+    monitor.join().unwrap();
+    let samples = samples.lock().unwrap();
+    let before: Vec<_> = samples.iter().filter(|s| s.0 < killed).collect();
+    // B's gauge must be there (at 0) while it stands by, or nothing was checked.
+    let b_answered = before.iter().filter(|s| s.2.is_some()).count();
+    assert!(
+        b_answered > 5,
+        "B answered too few samples before the kill: {before:?}"
+    );
+    for (t, sa, sb) in &before {
+        if let Some(sb) = sb {
+            assert!(
+                sb.owned == 0.0 && sb.written == 0.0,
+                "B owned or wrote while A lived ({:?} before the kill): {sb:?}",
+                killed - *t
+            );
+        }
+        if let (Some(sa), Some(sb)) = (sa, sb) {
+            assert!(sa.owned + sb.owned <= PARTS, "{sa:?} {sb:?}");
+        }
+    }
+    let b_wrote = seen(b_m).map_or(0.0, |s| s.written);
+    assert!(b_wrote > 0.0, "B never wrote after the take-over");
+    edge.stop();
+    b.stop();
+}
+
+// === (d) a cluster node killed ===
+
+/// Replicas = 3 on a three-node cluster; under load, the node leading the
+/// stream is SIGKILLed: nothing is lost or duplicated, order kept.
+#[test]
+#[ignore = "issue 16: forward/consume not wired yet"]
+fn broker_cluster_node_killed_under_load_with_three_replicas_loses_nothing() {
+    let mut cl = NatsCluster::start(3);
+    let edge_s = edge_setup(&cl.urls(), "replicas = 3\n");
+    let mut edge = Daemon::start(&edge_s);
+    let writer_s = writer_setup(&cl.urls(), "");
+    let mut writer = Daemon::start(&writer_s);
+    let path = writer_s.log("app/root.log");
+    let load = Load::start(edge.tcp_addr(), 2);
+    wait_for_lines(&path, 1000, DEADLINE);
+
+    let info = cl.any_conn().stream_info("LOGHOG").unwrap();
+    assert_eq!(info["config"]["num_replicas"], 3, "{info}");
+    let leader = info["cluster"]["leader"].as_str().unwrap().to_string();
+    let i = cl.index_of(&leader).unwrap();
+    cl.kill(i);
+    std::thread::sleep(Duration::from_secs(5));
+    let counts = load.finish();
+    let total: usize = counts.iter().sum();
+    let lines = wait_for_lines(&path, total, DEADLINE * 2);
+    check_sequences(&lines, &counts);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(read(&path).lines().count(), total);
+    edge.stop();
+    writer.stop();
+}
+
+// === (e) poison ===
+
+/// One `record` of the design's block format (little-endian), no syslog meta.
+fn encode_record(out: &mut Vec<u8>, micros: i64, app: &str, host: &str, key: &str, body: &str) {
+    let mut r = Vec::new();
+    r.extend_from_slice(&micros.to_le_bytes());
+    r.push(0); // flags: no syslog meta
+    for s in [app, "", host, key] {
+        r.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        r.extend_from_slice(s.as_bytes());
+    }
+    r.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    r.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+    out.extend_from_slice(&r);
+}
+
+/// Between good messages, two messages published straight to `loghog.0`
+/// (one partition): garbage that is no block at all, and a block whose first
+/// record cannot be parsed but whose second can. Both count as poison (2:
+/// the whole first block, the first record of the second), the good record
+/// inside the second is written, and the messages after them still are.
+#[test]
+#[ignore = "issue 16: forward/consume not wired yet"]
+fn broker_poison_is_counted_and_skipped_and_never_blocks_its_partition() {
+    let nats = NatsServer::start();
+    let edge_s = edge_setup(&nats.url(), "partitions = 1\n");
+    let mut edge = Daemon::start(&edge_s);
+    let writer_s = writer_setup(&nats.url(), "partitions = 1\n");
+    let mut writer = Daemon::start(&writer_s);
+    let path = writer_s.log("app/root.log");
+
+    let first: Vec<u8> = (0..5)
+        .flat_map(|i| simple("app", &format!("c0 n{i:06} good")))
+        .collect();
+    send_tcp(edge.tcp_addr(), &first);
+    wait_for_lines(&path, 5, DEADLINE);
+
+    let mut c = nats.conn();
+    let ack = c
+        .js_publish("loghog.0", Some("poison.0.1"), b"this is not a block")
+        .unwrap();
+    assert_eq!(ack["stream"], "LOGHOG", "{ack}");
+    let mut block = Vec::new();
+    block.extend_from_slice(b"LHB1");
+    block.extend_from_slice(&2u32.to_le_bytes());
+    // A record too short for its fixed fields: skipped by its length.
+    block.extend_from_slice(&5u32.to_le_bytes());
+    block.extend_from_slice(&[0xff; 5]);
+    let micros = chrono::Utc::now().timestamp_micros();
+    encode_record(
+        &mut block,
+        micros,
+        "app",
+        "poisoner",
+        "app/root",
+        "inside a poisoned block",
+    );
+    c.js_publish("loghog.0", Some("poison.0.2"), &block)
+        .unwrap();
+
+    let second: Vec<u8> = (5..10)
+        .flat_map(|i| simple("app", &format!("c0 n{i:06} good")))
+        .collect();
+    send_tcp(edge.tcp_addr(), &second);
+    let lines = wait_for_lines(&path, 11, DEADLINE);
+    let mut want: Vec<String> = (0..5).map(|i| format!("c0 n{i:06} good")).collect();
+    want.push("inside a poisoned block".to_string());
+    want.extend((5..10).map(|i| format!("c0 n{i:06} good")));
+    assert_eq!(bodies(&lines), want);
+    assert_eq!(parse_line(&lines[5]).1, "poisoner");
+    wait_metric(
+        &writer,
+        "consume_poison_total",
+        DEADLINE,
+        "counted both",
+        |v| v >= 2.0,
+    );
+    assert_eq!(metric(&writer, "consume_poison_total"), Some(2.0));
+    edge.stop();
+    writer.stop();
+}
