@@ -387,19 +387,21 @@ fn overlaps(files: &[Source], i: usize, b: &Bounds, format: LineFormat) -> (bool
     (newer, older)
 }
 
-/// Opens `src` for a scan and counts it; `None` when it is gone (rotated
-/// or pruned since the listing: its lines are elsewhere in the list, or
-/// gone) or unreadable (said in `out.errors`).
+/// Opens `src` for a scan and counts it, with the source as opened (a
+/// plain backup compressed since the listing is read from its compressed
+/// copy, [`Sources::open_current`]); `None` when it is gone (rotated or
+/// pruned since the listing: its lines are elsewhere in the list, or gone)
+/// or unreadable (said in `out.errors`).
 fn open_counted(
     sources: &Sources,
     src: &Source,
     out: &mut Outcome,
     budget: &mut Budget,
-) -> Option<File> {
-    match sources.open(src) {
-        Ok(f) => {
+) -> Option<(File, Source)> {
+    match sources.open_current(src) {
+        Ok(opened) => {
             budget.files += 1;
-            Some(f)
+            Some(opened)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
@@ -485,10 +487,10 @@ pub(crate) fn newest_first(
         if newer {
             continue;
         }
-        let src = &files[i];
-        let Some(file) = open_counted(sources, src, &mut out, budget) else {
+        let Some((file, src)) = open_counted(sources, &files[i], &mut out, budget) else {
             continue;
         };
+        let src = &src;
         let want = limit - out.shown;
         let w = Window::of(files, i);
         let r = if src.codec.is_none() {
@@ -748,10 +750,10 @@ pub(crate) fn oldest_first(
         if older {
             continue;
         }
-        let src = &files[i];
-        let Some(file) = open_counted(sources, src, &mut out, budget) else {
+        let Some((file, src)) = open_counted(sources, &files[i], &mut out, budget) else {
             continue;
         };
+        let src = &src;
         let year = year_of(src);
         let w = Window::of(files, i);
         let mut start = 0;
@@ -1127,5 +1129,81 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, 300_000);
+    }
+
+    /// A plain backup compressed between the listing and the read (right
+    /// after a rotation, or by start-up recovery) is read from its
+    /// compressed copy: its lines are neither left out nor out of order.
+    #[test]
+    fn a_plain_backup_compressed_after_the_listing_is_read_from_its_copy() {
+        use std::path::Path;
+        use std::sync::Mutex;
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path();
+        let app = logdir.join("app");
+        std::fs::create_dir(&app).unwrap();
+        let line = |d: u32, n: u32| format!("2026-11-{d} 00:0{n}:00.000000 - h - line {n}\n");
+        let backup = app.join("root.log.2026-11-28-00-00-00-000000");
+        std::fs::write(
+            &backup,
+            format!("{}{}{}", line(28, 0), line(28, 1), line(28, 2)),
+        )
+        .unwrap();
+        std::fs::write(
+            app.join("root.log"),
+            format!("{}{}", line(29, 3), line(29, 4)),
+        )
+        .unwrap();
+        let db = crate::config::FacilityDb::parse(
+            "[app]\nrotate = daily\nbackup_count = 5\n",
+            Path::new("f"),
+        )
+        .unwrap();
+        let facility = db.iter().find(|f| f.app_id == "app").unwrap();
+        let state = Mutex::new(crate::rotation::StateDb::new(logdir.join("state.json")));
+        let sources = Sources::list(logdir, facility, None, &state).unwrap();
+        assert_eq!(sources.files.len(), 2);
+        assert!(sources.files[1].codec.is_none());
+        crate::compress::compress_file(&backup, crate::compress::Codec::Xz, 1).unwrap();
+        assert!(!backup.exists());
+        let f = filter(None);
+        let run = |newest: bool| {
+            let mut seen = Vec::new();
+            let mut emit = |_: &Source, _: u64, l: &[u8]| {
+                seen.push(
+                    String::from_utf8_lossy(l)
+                        .rsplit(' ')
+                        .next()
+                        .unwrap()
+                        .to_owned(),
+                );
+                true
+            };
+            let mut budget = Budget::new(1 << 30, Duration::from_secs(60));
+            let out = if newest {
+                newest_first(&sources, &f, None, 100, &mut budget, &mut emit)
+            } else {
+                oldest_first(&sources, &f, &mut budget, &mut emit)
+            };
+            assert!(out.errors.is_empty(), "{:?}", out.errors);
+            seen
+        };
+        assert_eq!(run(true), ["4", "3", "2", "1", "0"]);
+        assert_eq!(run(false), ["0", "1", "2", "3", "4"]);
+        // A cursor into the plain file goes on in the copy, at the same
+        // offset of the decompressed bytes.
+        let cursor = Cursor {
+            generation: sources.files[1].generation.clone(),
+            offset: line(28, 0).len() as u64 * 2,
+        };
+        let mut seen = 0;
+        let mut emit = |_: &Source, _: u64, l: &[u8]| {
+            assert!(l.ends_with(b"line 1") || l.ends_with(b"line 0"), "{l:?}");
+            seen += 1;
+            true
+        };
+        let mut budget = Budget::new(1 << 30, Duration::from_secs(60));
+        newest_first(&sources, &f, Some(&cursor), 100, &mut budget, &mut emit);
+        assert_eq!(seen, 2);
     }
 }

@@ -164,6 +164,44 @@ impl Sources {
         open_in(&self.dir, &source.name)
     }
 
+    /// Opens `source` for a scan, and says what was opened. A plain backup
+    /// that is gone was compressed since the listing (after a rotation, or
+    /// by start-up recovery, [`crate::compress::compress_file`]: the
+    /// `{name}.{ext}` copy is complete before the plain file is removed):
+    /// its lines are in that copy, at the same decompressed offsets, so the
+    /// same generation is read from there instead of being left out.
+    ///
+    /// # Errors
+    /// The file and every compressed copy of it are gone (pruned), or the
+    /// file is a symlink.
+    pub(crate) fn open_current(&self, source: &Source) -> io::Result<(File, Source)> {
+        let err = match self.open(source) {
+            Ok(f) => return Ok((f, source.clone())),
+            Err(e) => e,
+        };
+        if source.live || source.codec.is_some() || err.kind() != io::ErrorKind::NotFound {
+            return Err(err);
+        }
+        for codec in Codec::ALL {
+            let name = format!("{}.{}", source.name, codec.extension());
+            match open_in(&self.dir, &name) {
+                Ok(f) => {
+                    let size = f.metadata().map_or(0, |m| m.len());
+                    let moved = Source {
+                        name,
+                        codec: Some(codec),
+                        size,
+                        ..source.clone()
+                    };
+                    return Ok((f, moved));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(err)
+    }
+
     /// `(dev, ino)` of `name` in the app directory now, without following
     /// a symlink (the live tail notices a rotation by it).
     pub(crate) fn identity(&self, name: &str) -> Option<(u64, u64)> {

@@ -55,7 +55,21 @@ fn start(http: &str, viewer: &str) -> (Setup, InProcess) {
         .collect();
     std::fs::write(setup.root().join("tokens"), tokens).unwrap();
     let d = InProcess::start(&setup);
+    serving(d.addr("http"));
     (setup, d)
+}
+
+/// Waits until the daemon answers HTTP. `InProcess::start` returns while
+/// the daemon's thread is still starting, and its start-up crash recovery
+/// lists the app directories before the listeners serve: the history a
+/// test writes before that is taken for backups a crash left uncompressed
+/// (the plain one is compressed to xz in the background, possibly while
+/// the test still writes it or while a page reads it). Written after this,
+/// the files are the daemon's own history, as the tests mean them.
+fn serving(addr: SocketAddr) {
+    // Any answer (here 401: no credentials) means the server is running.
+    let r = run_curl(&format!("http://{addr}/"), &[], None);
+    assert_ne!(r.status, 0, "the daemon does not answer HTTP");
 }
 
 fn token_daemon(viewer: &str) -> (Setup, InProcess) {
@@ -172,8 +186,52 @@ fn viewer_pages_go_newest_first_through_every_backup_codec_by_cursor() {
             None => break,
         }
     }
+    // The plain backup was read as a plain file: the daemon did not take
+    // it for a crash's leftover and compress it (see `serving`).
+    let plain = setup
+        .logdir()
+        .join("app-a/root.log.2026-11-28-00-00-00-000000");
+    assert!(plain.is_file(), "{} is gone", plain.display());
     let want: Vec<u32> = (0..total).rev().collect();
-    assert_eq!(seen, want, "every line once, newest first, across 5 files");
+    assert_eq!(
+        seen,
+        want,
+        "every line once, newest first, across 5 files: {}",
+        seq_diff(&seen, &want)
+    );
+}
+
+/// What is wrong with `seen` against `want` (both line numbers), compactly:
+/// the numbers missing, those shown more than once, and the first place
+/// the order differs. A failure says which lines, not two long lists.
+fn seq_diff(seen: &[u32], want: &[u32]) -> String {
+    use std::collections::BTreeMap;
+    let mut count: BTreeMap<u32, usize> = BTreeMap::new();
+    for n in seen {
+        *count.entry(*n).or_default() += 1;
+    }
+    let missing: Vec<u32> = want
+        .iter()
+        .copied()
+        .filter(|n| !count.contains_key(n))
+        .collect();
+    let twice: Vec<(u32, usize)> = count
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, c)| (*n, *c))
+        .collect();
+    let extra: Vec<u32> = count
+        .keys()
+        .copied()
+        .filter(|n| !want.contains(n))
+        .collect();
+    let first_diff = seen.iter().zip(want).position(|(a, b)| a != b);
+    format!(
+        "{} seen, {} wanted; missing {missing:?}; repeated (number, times) {twice:?}; \
+         unexpected {extra:?}; first difference at index {first_diff:?}",
+        seen.len(),
+        want.len()
+    )
 }
 
 #[test]
