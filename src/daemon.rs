@@ -364,9 +364,10 @@ pub async fn run(
     // Issue 16: the broker relay, for the facilities that forward.
     let (forward, relay) = match &config.forward {
         Some(section) => {
-            let (f, r) = crate::output::forward::start(section, &config.main.workdir, stats.clone())
-                .await
-                .context("cannot start the [forward] output")?;
+            let (f, r) =
+                crate::output::forward::start(section, &config.main.workdir, stats.clone())
+                    .await
+                    .context("cannot start the [forward] output")?;
             (Some(f), Some(r))
         }
         None => (None, None),

@@ -179,9 +179,10 @@ impl Router {
     pub(crate) fn set_received(&mut self, micros: i64) {
         if micros != self.received_micros {
             self.received_micros = micros;
-            self.stamp = self
-                .clock
-                .stamp(micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000) as u32);
+            self.stamp = self.clock.stamp(
+                micros.div_euclid(1_000_000),
+                micros.rem_euclid(1_000_000) as u32,
+            );
         }
     }
 

@@ -100,9 +100,9 @@ pub struct Stats {
     /// Well-formed messages by input, indexed as [`TRANSPORTS`].
     pub received_by: [AtomicU64; TRANSPORTS.len()],
     /// Records written to the forward spool (issue 16).
-    pub forward_spooled: AtomicU64,
+    pub forward_spooled_records: AtomicU64,
     /// Records the broker acknowledged (stored in the stream).
-    pub forward_published: AtomicU64,
+    pub forward_published_records: AtomicU64,
     /// Blocks (NATS messages) the broker acknowledged.
     pub forward_published_blocks: AtomicU64,
     /// Publish attempts that failed (retried: nothing is lost by these).
@@ -112,7 +112,7 @@ pub struct Stats {
     /// Gauge: bytes the spool holds on disk.
     pub forward_spool_bytes: AtomicU64,
     /// Records the broker consumer routed to the files.
-    pub consume_records: AtomicU64,
+    pub consume_written_records: AtomicU64,
     /// Stream messages delivered again that were already written (skipped).
     pub consume_redeliveries: AtomicU64,
     /// Records or whole blocks that could not be decoded (counted, skipped).
@@ -120,7 +120,7 @@ pub struct Stats {
     /// Gauge: partitions this writer owns now.
     pub consume_owned_partitions: AtomicU64,
     /// Gauge: messages in the owned partitions not yet written, summed.
-    pub consume_lag: AtomicU64,
+    pub consume_lag_messages: AtomicU64,
     /// Per-partition lag, `(partition, messages)`, for the labelled metric.
     pub consume_lag_by: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
     /// Messages and bytes routed to each facility.
@@ -327,7 +327,7 @@ pub const GAUGES: &[&str] = &[
     "forward_spool_blocks",
     "forward_spool_bytes",
     "consume_owned_partitions",
-    "consume_lag",
+    "consume_lag_messages",
 ];
 
 /// The counters that count lost messages, one per reason.
@@ -589,14 +589,14 @@ impl Stats {
                 &self.compress_failures,
             ),
             (
-                "forward_spooled",
+                "forward_spooled_records",
                 "records written to the forward spool",
-                &self.forward_spooled,
+                &self.forward_spooled_records,
             ),
             (
-                "forward_published",
+                "forward_published_records",
                 "records the broker acknowledged",
-                &self.forward_published,
+                &self.forward_published_records,
             ),
             (
                 "forward_published_blocks",
@@ -619,9 +619,9 @@ impl Stats {
                 &self.forward_spool_bytes,
             ),
             (
-                "consume_records",
+                "consume_written_records",
                 "records read from the broker and routed to the files",
-                &self.consume_records,
+                &self.consume_written_records,
             ),
             (
                 "consume_redeliveries",
@@ -639,9 +639,9 @@ impl Stats {
                 &self.consume_owned_partitions,
             ),
             (
-                "consume_lag",
+                "consume_lag_messages",
                 "messages in the owned partitions not yet written",
-                &self.consume_lag,
+                &self.consume_lag_messages,
             ),
         ]
     }

@@ -53,17 +53,19 @@ async fn check_one(
     let servers = conn.servers.join(", ");
     // The daemon's own connect (credentials, NKey, TLS), but without
     // retrying for ever: a check wants an answer.
-    let client = match tokio::time::timeout(STEP, crate::broker::nats::connect(conn, "loghogd-check")).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            println!("{section} broker {servers}: cannot connect: {e:#}");
-            return false;
-        }
-        Err(_) => {
-            println!("{section} broker {servers}: no connection within {STEP:?}");
-            return false;
-        }
-    };
+    let client =
+        match tokio::time::timeout(STEP, crate::broker::nats::connect(conn, "loghogd-check")).await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                println!("{section} broker {servers}: cannot connect: {e:#}");
+                return false;
+            }
+            Err(_) => {
+                println!("{section} broker {servers}: no connection within {STEP:?}");
+                return false;
+            }
+        };
     let js = jetstream::new(client);
     match tokio::time::timeout(STEP, js.get_stream(&stream.stream)).await {
         Ok(Ok(mut s)) => match s.info().await {
@@ -75,7 +77,10 @@ async fn check_one(
                 info.config.num_replicas,
                 info.config.subjects
             ),
-            Err(e) => println!("{section} stream {}: exists, info failed: {e}", stream.stream),
+            Err(e) => println!(
+                "{section} stream {}: exists, info failed: {e}",
+                stream.stream
+            ),
         },
         Ok(Err(e)) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => println!(
             "{section} stream {}: missing (the daemon creates it with replicas {})",
@@ -86,14 +91,18 @@ async fn check_one(
             return false;
         }
         Err(_) => {
-            println!("{section} broker {servers}: no answer within {STEP:?} (is it running, with -js?)");
+            println!(
+                "{section} broker {servers}: no answer within {STEP:?} (is it running, with -js?)"
+            );
             return false;
         }
     }
     if let Some(bucket) = bucket {
         match tokio::time::timeout(STEP, js.get_key_value(bucket)).await {
             Ok(Ok(_)) => println!("{section} lease bucket {bucket}: exists"),
-            Ok(Err(_)) => println!("{section} lease bucket {bucket}: missing (the daemon creates it)"),
+            Ok(Err(_)) => {
+                println!("{section} lease bucket {bucket}: missing (the daemon creates it)")
+            }
             Err(_) => {
                 println!("{section} lease bucket {bucket}: no answer within {STEP:?}");
                 return false;

@@ -331,8 +331,6 @@ impl<'a> Cursor<'a> {
 /// The key of the file a record is written to: `app_id/module_path` (the
 /// module normalized, `root` for none), plus `/host` for `file_per_host`
 /// facilities. One key, one partition, so one writer owns each file.
-// The forward output (next) keys and partitions records with these.
-#[allow(dead_code)]
 pub(crate) fn file_key(app_id: &str, module: &str, host: Option<&str>) -> String {
     let module = normalize_module(module);
     let module = if module.is_empty() { "root" } else { module };
@@ -344,7 +342,6 @@ pub(crate) fn file_key(app_id: &str, module: &str, host: Option<&str>) -> String
 
 /// The partition of `file_key`: FNV-1a 64 modulo `partitions`. Fixed for
 /// ever: every edge and every version must agree (0 partitions give 0).
-#[allow(dead_code)]
 pub(crate) fn partition_of(file_key: &str, partitions: u32) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in file_key.bytes() {

@@ -140,10 +140,7 @@ impl Handle {
                 .send(file::Command::Write(batch))
                 .await
                 .map_err(|mpsc::error::SendError(cmd)| cmd.into_batch()),
-            Tx::Forward { tx, .. } => tx
-                .send(batch)
-                .await
-                .map_err(|mpsc::error::SendError(b)| b),
+            Tx::Forward { tx, .. } => tx.send(batch).await.map_err(|mpsc::error::SendError(b)| b),
         };
         match sent {
             Ok(()) => {
@@ -162,10 +159,12 @@ impl Handle {
         use mpsc::error::TrySendError;
         let counted = Enqueued::count(self.stats.as_deref(), &batch);
         let sent = match &self.tx {
-            Tx::File(tx) => tx.try_send(file::Command::Write(batch)).map_err(|e| match e {
-                TrySendError::Full(cmd) => Refused::Full(cmd.into_batch()),
-                TrySendError::Closed(cmd) => Refused::Closed(cmd.into_batch()),
-            }),
+            Tx::File(tx) => tx
+                .try_send(file::Command::Write(batch))
+                .map_err(|e| match e {
+                    TrySendError::Full(cmd) => Refused::Full(cmd.into_batch()),
+                    TrySendError::Closed(cmd) => Refused::Closed(cmd.into_batch()),
+                }),
             Tx::Forward { tx, .. } => tx.try_send(batch).map_err(|e| match e {
                 TrySendError::Full(b) => Refused::Full(b),
                 TrySendError::Closed(b) => Refused::Closed(b),

@@ -1,7 +1,10 @@
 //! Partition ownership for the broker consumer (issue 16): a lease per
-//! partition in a JetStream key-value bucket, value
-//! `{"owner":NAME,"seq":LAST_WRITTEN}`, changed only by compare-and-set on
-//! the entry's revision.
+//! partition, value `{"owner":NAME,"seq":LAST_WRITTEN}`, kept as the one
+//! message of subject `BUCKET.KEY` in a small JetStream stream (what a
+//! JetStream key-value bucket is underneath; the client's KV API does not
+//! speak to Debian's nats-server 2.9, so [`LeaseStore`] does the two
+//! operations itself). A write is a compare-and-set on the entry's
+//! revision (`Nats-Expected-Last-Subject-Sequence`).
 //!
 //! The owner renews every cycle (at least every third of `lease_ttl`) and
 //! stops writing once two thirds of the TTL passed since its last
@@ -15,7 +18,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +35,152 @@ struct Value {
     owner: String,
     /// The last stream sequence whose lines the owner has written.
     seq: u64,
+}
+
+/// The lease entries: one stream, one subject per lease, one message kept
+/// per subject.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseStore {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    /// The stream's name (`[consume] lease_bucket`).
+    bucket: String,
+}
+
+/// An entry as read: its revision (the stream sequence) and value.
+struct Entry {
+    revision: u64,
+    value: Vec<u8>,
+}
+
+/// Why a write failed.
+#[derive(Debug)]
+enum WriteError {
+    /// The entry changed since the revision given: someone else wrote.
+    Conflict,
+    /// The broker did not answer, or refused for another reason.
+    Other(String),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Conflict => f.write_str("the lease changed (another writer holds it)"),
+            WriteError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The answer to `$JS.API.STREAM.MSG.GET`.
+#[derive(Deserialize)]
+struct GetReply {
+    message: Option<GetMessage>,
+    error: Option<GetError>,
+}
+
+#[derive(Deserialize)]
+struct GetMessage {
+    seq: u64,
+    #[serde(default)]
+    data: String,
+}
+
+#[derive(Deserialize)]
+struct GetError {
+    code: u16,
+    #[serde(default)]
+    description: String,
+}
+
+// === impl LeaseStore ===
+
+impl LeaseStore {
+    /// Finds the lease stream, creating it when missing.
+    ///
+    /// # Errors
+    /// The broker does not answer or refuses the stream.
+    pub(crate) async fn open(
+        client: async_nats::Client,
+        js: jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> anyhow::Result<LeaseStore> {
+        js.get_or_create_stream(stream::Config {
+            name: bucket.to_owned(),
+            subjects: vec![format!("{bucket}.>")],
+            max_messages_per_subject: 1,
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            description: Some("loghogd partition leases".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("lease stream {bucket}: {e}"))?;
+        Ok(LeaseStore {
+            js,
+            client,
+            bucket: bucket.to_owned(),
+        })
+    }
+
+    fn subject(&self, key: &str) -> String {
+        format!("{}.{key}", self.bucket)
+    }
+
+    /// The entry of `key`, `None` when there is none.
+    async fn get(&self, key: &str) -> anyhow::Result<Option<Entry>> {
+        let body = serde_json::json!({ "last_by_subj": self.subject(key) }).to_string();
+        let reply = self
+            .client
+            .request(
+                format!("$JS.API.STREAM.MSG.GET.{}", self.bucket),
+                body.into(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let r: GetReply = serde_json::from_slice(&reply.payload)
+            .map_err(|e| anyhow::anyhow!("unreadable answer: {e}"))?;
+        if let Some(e) = r.error {
+            if e.code == 404 {
+                return Ok(None);
+            }
+            anyhow::bail!("{} ({})", e.description, e.code);
+        }
+        let Some(m) = r.message else {
+            return Ok(None);
+        };
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(m.data.as_bytes())
+            .map_err(|e| anyhow::anyhow!("unreadable value: {e}"))?;
+        Ok(Some(Entry {
+            revision: m.seq,
+            value,
+        }))
+    }
+
+    /// Writes `value` to `key` if its revision is still `expect` (0: if
+    /// it has none); returns the new revision.
+    async fn put(&self, key: &str, value: bytes::Bytes, expect: u64) -> Result<u64, WriteError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            expect.to_string().as_str(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(self.subject(key), headers, value)
+            .await
+            .map_err(|e| WriteError::Other(e.to_string()))?
+            .await;
+        match ack {
+            Ok(a) => Ok(a.sequence),
+            Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => {
+                Err(WriteError::Conflict)
+            }
+            Err(e) => Err(WriteError::Other(e.to_string())),
+        }
+    }
 }
 
 /// A partition lease this writer holds.
@@ -69,7 +219,7 @@ fn decode(bytes: &[u8]) -> Option<Value> {
 /// (`None`). `local_seq` is the writer's own record of what it wrote (a
 /// lease value that cannot be read falls back to it).
 pub(crate) async fn acquire(
-    kv: &kv::Store,
+    kv: &LeaseStore,
     key: &str,
     me: &str,
     ttl: Duration,
@@ -81,17 +231,10 @@ pub(crate) async fn acquire(
     let mut watching: Option<(u64, Instant)> = None;
     loop {
         let sent = Instant::now();
-        let attempt = match kv.entry(key).await {
-            Ok(None) => kv
-                .create(key, encode(me, 0))
-                .await
-                .ok()
-                .map(|rev| (rev, 0)),
+        let attempt = match kv.get(key).await {
+            Ok(None) => kv.put(key, encode(me, 0), 0).await.ok().map(|rev| (rev, 0)),
             Ok(Some(e)) => {
-                let value = match e.operation {
-                    kv::Operation::Put => decode(&e.value),
-                    kv::Operation::Delete | kv::Operation::Purge => None,
-                };
+                let value = decode(&e.value);
                 let seq = value.as_ref().map_or(0, |v| v.seq);
                 let free = value
                     .as_ref()
@@ -108,7 +251,7 @@ pub(crate) async fn acquire(
                         let owner = value.as_ref().map_or("", |v| v.owner.as_str());
                         warn!(lease = key, owner = %esc(owner), "taking over a partition whose owner stopped renewing");
                     }
-                    kv.update(key, encode(me, seq), e.revision)
+                    kv.put(key, encode(me, seq), e.revision)
                         .await
                         .ok()
                         .map(|rev| (rev, seq))
@@ -157,9 +300,9 @@ impl Lease {
     /// Renews the lease and records `seq` as written. `false` when the
     /// renewal failed: the lease may still be valid for a while (a broker
     /// hiccup), or be gone for good (someone took it: the CAS failed).
-    pub(crate) async fn renew(&mut self, kv: &kv::Store, seq: u64) -> bool {
+    pub(crate) async fn renew(&mut self, kv: &LeaseStore, seq: u64) -> bool {
         let sent = Instant::now();
-        match kv.update(&self.key, encode(&self.me, seq), self.rev).await {
+        match kv.put(&self.key, encode(&self.me, seq), self.rev).await {
             Ok(rev) => {
                 self.rev = rev;
                 self.seq = seq;
@@ -168,7 +311,7 @@ impl Lease {
                 true
             }
             Err(err) => {
-                if matches!(err.kind(), kv::UpdateErrorKind::WrongLastRevision) {
+                if matches!(err, WriteError::Conflict) {
                     // Taken over: never write again under this lease.
                     self.valid_until = Instant::now();
                 }
@@ -180,8 +323,8 @@ impl Lease {
 
     /// Hands the lease back at a clean stop, keeping the written sequence,
     /// so a standby takes over at once.
-    pub(crate) async fn release(self, kv: &kv::Store) {
-        if let Err(err) = kv.update(&self.key, encode("", self.seq), self.rev).await {
+    pub(crate) async fn release(self, kv: &LeaseStore) {
+        if let Err(err) = kv.put(&self.key, encode("", self.seq), self.rev).await {
             warn!(lease = %self.key, cause = %err, "cannot hand the partition lease back; a standby takes it after the TTL");
         }
     }

@@ -6,7 +6,7 @@
 //! compression; never the forward output) and commits each cycle in this
 //! order: lines written and fdatasynced → stream sequence saved in the
 //! rotation state → lease renewed with that sequence → acknowledged
-//! (AckAll). A block already written (seq at or below the checkpoint) is
+//! (each block). A block already written (seq at or below the checkpoint) is
 //! acknowledged and skipped, so a redelivery after a crash or a take-over
 //! writes nothing twice; a block that cannot be decoded is counted and
 //! skipped and never holds its partition up.
@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv};
+use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,7 +32,7 @@ use crate::record::{Auth, Record, Transport};
 use crate::rotation::StateDb;
 use crate::router::{Router, RouterCtx};
 use crate::stats::Stats;
-use lease::Lease;
+use lease::{Lease, LeaseStore};
 
 /// How long a JetStream message may stay unacknowledged before the
 /// server delivers it again (only matters if a writer hangs: a take-over
@@ -43,7 +43,7 @@ const ACK_WAIT: Duration = Duration::from_secs(60);
 struct Shared {
     section: ConsumeSection,
     js: jetstream::Context,
-    kv: kv::Store,
+    kv: LeaseStore,
     /// Routes to this daemon's files only (its outputs have no forward).
     router: Arc<RouterCtx>,
     state: Arc<Mutex<StateDb>>,
@@ -66,7 +66,7 @@ pub(crate) async fn start(
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
     let client = connect(&section.conn, &format!("loghogd-consume-{}", section.name)).await?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let section = section.clone();
     let tracker2 = tracker.clone();
     info!(servers = ?section.conn.servers, stream = %section.stream.stream, partitions = ?section.owned, name = %section.name, "consuming from the broker");
@@ -76,7 +76,13 @@ pub(crate) async fn start(
         let kv = loop {
             let ready = async {
                 ensure_stream(&js, &section.stream).await?;
-                lease_bucket(&js, &section).await
+                LeaseStore::open(
+                    client.clone(),
+                    js.clone(),
+                    &section.lease_bucket,
+                    section.stream.replicas,
+                )
+                .await
             };
             tokio::select! {
                 r = ready => match r {
@@ -106,23 +112,6 @@ pub(crate) async fn start(
         }
     });
     Ok(())
-}
-
-/// The lease bucket, created when missing (replicated like the stream).
-async fn lease_bucket(js: &jetstream::Context, c: &ConsumeSection) -> anyhow::Result<kv::Store> {
-    if let Ok(kv) = js.get_key_value(c.lease_bucket.clone()).await {
-        return Ok(kv);
-    }
-    js.create_key_value(kv::Config {
-        bucket: c.lease_bucket.clone(),
-        description: "loghogd partition leases".to_owned(),
-        history: 1,
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: c.stream.replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("lease bucket {}: {e}", c.lease_bucket))
 }
 
 /// Why owning a partition ended.
@@ -156,7 +145,7 @@ async fn partition_loop(sh: Arc<Shared>, p: u32) {
         sh.stats.consume_owned_partitions.fetch_sub(1, Relaxed);
         if let Ok(mut lag) = sh.stats.consume_lag_by.lock() {
             if let Some(l) = lag.remove(&p) {
-                sh.stats.consume_lag.fetch_sub(l, Relaxed);
+                sh.stats.consume_lag_messages.fetch_sub(l, Relaxed);
             }
         }
         match ended {
@@ -166,7 +155,10 @@ async fn partition_loop(sh: Arc<Shared>, p: u32) {
                 return;
             }
             Ended::Lost => {
-                warn!(partition = p, "lost partition lease; writing nothing more to it");
+                warn!(
+                    partition = p,
+                    "lost partition lease; writing nothing more to it"
+                );
                 tokio::select! {
                     () = tokio::time::sleep(sh.section.lease_ttl / 3) => {}
                     () = sh.stop.cancelled() => return,
@@ -227,12 +219,12 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
                 continue;
             }
         };
-        let Some(last) = msgs.last() else {
+        if msgs.is_empty() {
             if !renew_if_due(sh, lease, done).await {
                 return Ended::Lost;
             }
             continue;
-        };
+        }
         let mut upto = done;
         let mut pending = 0;
         router.begin_chunk();
@@ -275,9 +267,14 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
         if !lease.renew(&sh.kv, done).await && !lease.is_valid() {
             return Ended::Lost;
         }
-        if let Err(e) = last.ack().await {
-            if let Some(suppressed) = sh.limiter.check() {
-                warn!(partition = p, cause = %e, suppressed, "consume: ack failed (the blocks come again and are skipped)");
+        // Work-queue streams need every message acknowledged (AckAll is
+        // refused); an ack is one small publish, per block, not per record.
+        for m in &msgs {
+            if let Err(e) = m.ack().await {
+                if let Some(suppressed) = sh.limiter.check() {
+                    warn!(partition = p, cause = %e, suppressed, "consume: ack failed (the block comes again and is skipped)");
+                }
+                break;
             }
         }
         set_lag(&sh.stats, p, pending);
@@ -323,7 +320,7 @@ async fn route_block(sh: &Shared, p: u32, seq: u64, payload: &[u8], router: &mut
             router.flush().await;
         }
     }
-    sh.stats.consume_records.fetch_add(n, Relaxed);
+    sh.stats.consume_written_records.fetch_add(n, Relaxed);
 }
 
 /// Renews the lease when a renewal is due; `false` when it is no longer
@@ -350,7 +347,7 @@ async fn fresh_consumer(sh: &Shared, p: u32) -> anyhow::Result<consumer::PullCon
         .create_consumer(consumer::pull::Config {
             durable_name: Some(name.clone()),
             filter_subject: subject(&sh.section.stream, p),
-            ack_policy: consumer::AckPolicy::All,
+            ack_policy: consumer::AckPolicy::Explicit,
             deliver_policy: consumer::DeliverPolicy::All,
             ack_wait: ACK_WAIT,
             max_ack_pending: -1,
@@ -398,8 +395,8 @@ async fn save_position(sh: &Shared, key: &str, seq: u64) -> std::io::Result<()> 
 fn set_lag(stats: &Stats, p: u32, pending: u64) {
     if let Ok(mut lag) = stats.consume_lag_by.lock() {
         let old = lag.insert(p, pending).unwrap_or(0);
-        stats.consume_lag.fetch_add(pending, Relaxed);
-        stats.consume_lag.fetch_sub(old, Relaxed);
+        stats.consume_lag_messages.fetch_add(pending, Relaxed);
+        stats.consume_lag_messages.fetch_sub(old, Relaxed);
     }
 }
 

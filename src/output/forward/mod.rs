@@ -164,7 +164,10 @@ pub(crate) async fn start(
         stats.forward_spool_blocks.fetch_add(blocks, Relaxed);
         stats.forward_spool_bytes.fetch_add(bytes, Relaxed);
         if blocks > 0 {
-            info!(partition = p, blocks, bytes, "forward spool: replaying what an earlier run did not publish");
+            info!(
+                partition = p,
+                blocks, bytes, "forward spool: replaying what an earlier run did not publish"
+            );
         }
         let part = Arc::new(Partition {
             index: p,
@@ -212,7 +215,9 @@ fn edge_id(base: &Path) -> anyhow::Result<String> {
         Ok(s) if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_alphanumeric()) => {
             return Ok(s.trim().to_owned());
         }
-        Ok(_) => warn!(path = %path.display(), "forward: edge id file is unreadable; making a new one"),
+        Ok(_) => {
+            warn!(path = %path.display(), "forward: edge id file is unreadable; making a new one")
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     }
@@ -297,7 +302,9 @@ async fn spool_loop(
         // The real count, now that the block is cut.
         block[4..8].copy_from_slice(&count.to_le_bytes());
         append(&part, &block, &stats, &limiter).await;
-        stats.forward_spooled.fetch_add(u64::from(count), Relaxed);
+        stats
+            .forward_spooled_records
+            .fetch_add(u64::from(count), Relaxed);
     }
     let part2 = part.clone();
     let _ = tokio::task::spawn_blocking(move || {
@@ -341,7 +348,9 @@ async fn append(part: &Arc<Partition>, block: &[u8], stats: &Stats, limiter: &Ra
                     warn!(partition = part.index, cause = %e, suppressed, "forward spool: append failed; retrying (senders wait)");
                 }
             }
-            Err(e) => warn!(partition = part.index, cause = %e, "forward spool: append task failed; retrying"),
+            Err(e) => {
+                warn!(partition = part.index, cause = %e, "forward spool: append task failed; retrying")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));

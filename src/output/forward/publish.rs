@@ -107,7 +107,10 @@ pub(crate) async fn run(p: Publisher) {
         match sent {
             Ok(duplicate) => {
                 if failing {
-                    info!(partition = p.part.index, "forward: the broker takes blocks again");
+                    info!(
+                        partition = p.part.index,
+                        "forward: the broker takes blocks again"
+                    );
                     failing = false;
                 }
                 ack(&p, next, if duplicate { 0 } else { records });
@@ -119,9 +122,7 @@ pub(crate) async fn run(p: Publisher) {
                 if let Some(suppressed) = p.limiter.check() {
                     warn!(partition = p.part.index, seq = next, cause = %e, suppressed, "forward: publish failed; the spool keeps the block and it is sent again");
                 }
-                if e.to_string().contains("no stream")
-                    || e.to_string().contains("no responders")
-                {
+                if e.to_string().contains("no stream") || e.to_string().contains("no responders") {
                     let _ = ensure_stream(&p.js, &p.settings).await;
                 }
                 tokio::select! {
@@ -168,7 +169,7 @@ fn ack(p: &Publisher, seq: u64, records: u64) {
         .fetch_sub(before.0.saturating_sub(after.0), Relaxed);
     st.forward_spool_bytes
         .fetch_sub(before.1.saturating_sub(after.1), Relaxed);
-    st.forward_published.fetch_add(records, Relaxed);
+    st.forward_published_records.fetch_add(records, Relaxed);
     st.forward_published_blocks.fetch_add(1, Relaxed);
 }
 

@@ -12,9 +12,6 @@
 //! stream's duplicate window drops; seqs never repeat, because the newest
 //! segment (whose name gives the next seq) is never removed.
 
-// Used by the forward output, next commit.
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
