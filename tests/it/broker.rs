@@ -236,7 +236,6 @@ fn check_sequences(lines: &[String], counts: &[usize]) {
 /// lines start with the edge's receipt time (before the writer existed),
 /// and the RFC 5424 lines keep their syslog fields.
 #[test]
-
 fn broker_round_trip_loghog_syslog_and_http_in_order_with_the_edge_time() {
     let nats = NatsServer::start();
     let edge_s = edge_setup(&nats.url(), "");
@@ -357,7 +356,6 @@ fn broker_round_trip_loghog_syslog_and_http_in_order_with_the_edge_time() {
 /// received it (lines received during the outage carry outage times).
 #[test]
 #[ignore = "issue 16, open: does not pass yet against the wip relay"]
-
 fn broker_down_10s_under_load_spools_and_drains_every_message_once_in_order() {
     let mut nats = NatsServer::start();
     let writer_s = writer_setup(&nats.url(), "");
@@ -458,7 +456,6 @@ fn seen(addr: SocketAddr) -> Option<Seen> {
 /// lived, nor the two own more than all partitions together.
 #[test]
 #[ignore = "issue 16, open: does not pass yet against the wip relay"]
-
 fn broker_writer_sigkilled_a_standby_takes_over_within_the_ttl_exactly_once() {
     const PARTS: f64 = 4.0;
     let nats = NatsServer::start();
@@ -547,7 +544,6 @@ fn broker_writer_sigkilled_a_standby_takes_over_within_the_ttl_exactly_once() {
 /// stream is SIGKILLed: nothing is lost or duplicated, order kept.
 #[test]
 #[ignore = "issue 16, open: does not pass yet against the wip relay"]
-
 fn broker_cluster_node_killed_under_load_with_three_replicas_loses_nothing() {
     let mut cl = NatsCluster::start(3);
     let edge_s = edge_setup(&cl.urls(), "replicas = 3\n");
@@ -597,7 +593,6 @@ fn encode_record(out: &mut Vec<u8>, micros: i64, app: &str, host: &str, key: &st
 /// the whole first block, the first record of the second), the good record
 /// inside the second is written, and the messages after them still are.
 #[test]
-
 fn broker_poison_is_counted_and_skipped_and_never_blocks_its_partition() {
     let nats = NatsServer::start();
     let edge_s = edge_setup(&nats.url(), "partitions = 1\n");
