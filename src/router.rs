@@ -431,8 +431,13 @@ impl Router {
         self.publish_counts();
     }
 
-    /// Remembers route `i`'s output for the next [`Router::sync`].
+    /// Remembers route `i`'s output for the next [`Router::sync`]. Only
+    /// the broker consumer syncs; other readers keep no list (it would
+    /// grow with every route and hold idle writers alive).
     fn note_unsynced(&mut self, i: usize) {
+        if self.transport != Transport::Broker {
+            return;
+        }
         let r = &mut self.routes.list[i];
         if !r.unsynced {
             r.unsynced = true;
@@ -477,7 +482,9 @@ impl Router {
         {
             Ok(output) => {
                 self.routes.list[i].output = output.clone();
-                self.unsynced.push(output.clone());
+                if self.transport == Transport::Broker {
+                    self.unsynced.push(output.clone());
+                }
                 match output.send(batch).await {
                     Ok(()) => return,
                     Err(Refused::Closed(back) | Refused::Full(back)) => batch = back,
