@@ -93,7 +93,16 @@ pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     s: &StreamSettings,
 ) -> anyhow::Result<stream::Stream> {
-    js.get_or_create_stream(stream_config(s))
+    let mut stream = js
+        .get_or_create_stream(stream_config(s))
         .await
-        .map_err(|e| anyhow::anyhow!("stream {}: {e}", s.stream))
+        .map_err(|e| anyhow::anyhow!("stream {}: {e}", s.stream))?;
+    // An existing stream keeps its settings (another daemon, or an
+    // operator, made it); a replica count other than ours is worth saying.
+    if let Ok(info) = stream.info().await {
+        if info.config.num_replicas != s.replicas {
+            tracing::warn!(stream = %s.stream, configured = s.replicas, actual = info.config.num_replicas, "the stream exists with another replica count; it is kept as it is");
+        }
+    }
+    Ok(stream)
 }
