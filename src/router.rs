@@ -23,6 +23,7 @@ use tracing::warn;
 use crate::broker::codec::{encode_record, ForwardRecord};
 use crate::config::{Facility, FacilityDb};
 use crate::escape::esc;
+use crate::output::file::mark::Marked;
 use crate::output::{file::format, Batch, Handle, NoOutput, Outputs, Refused};
 use crate::ratelimit::RateLimit;
 use crate::record::{Auth, Record, Transport};
@@ -187,14 +188,17 @@ impl Router {
     }
 
     /// Waits until every line flushed since the last call is written and
-    /// synced by its output; `false` if any output could not (the broker
-    /// consumer then does not record or acknowledge those records).
-    /// Outputs that could not sync stay listed, so the next call asks them
-    /// again.
-    pub(crate) async fn sync(&mut self) -> bool {
+    /// synced by its output, and pushes where each file then ends to
+    /// `marks`; `false` if any output could not (the broker consumer then
+    /// does not record or acknowledge those records). Outputs that could
+    /// not sync stay listed, so the next call asks them again.
+    pub(crate) async fn sync(&mut self, marks: &mut Vec<Marked>) -> bool {
         let mut failed = Vec::new();
         for h in std::mem::take(&mut self.unsynced) {
-            if !h.sync().await {
+            let synced = h.sync().await;
+            if synced.ok {
+                marks.extend(synced.mark);
+            } else {
                 failed.push(h);
             }
         }

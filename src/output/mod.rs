@@ -177,19 +177,28 @@ impl Handle {
     }
 
     /// Waits until everything queued through this handle before the call
-    /// is written and synced to disk; `false` when it is not (write
-    /// errors, or the output is gone). A forward handle's records are in
-    /// its spool's hands once queued, so it answers `true`.
-    pub(crate) async fn sync(&self) -> bool {
+    /// is written and synced to disk, and where the file then ends; not
+    /// `ok` when it is not (write errors, or the output is gone). A forward
+    /// handle's records are in its spool's hands once queued: always `ok`.
+    pub(crate) async fn sync(&self) -> file::Synced {
         match &self.tx {
             Tx::File(tx) => {
                 let (reply, done) = tokio::sync::oneshot::channel();
                 if tx.send(file::Command::Sync(reply)).await.is_err() {
-                    return false;
+                    return file::Synced {
+                        ok: false,
+                        mark: None,
+                    };
                 }
-                done.await.unwrap_or(false)
+                done.await.unwrap_or(file::Synced {
+                    ok: false,
+                    mark: None,
+                })
             }
-            Tx::Forward { .. } => true,
+            Tx::Forward { .. } => file::Synced {
+                ok: true,
+                mark: None,
+            },
         }
     }
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::compress::{append_ext, ctx, parent_dir, sync_dir};
+use crate::output::file::mark::Mark;
 use crate::rotation::backup::parse_backup_name;
 use crate::rotation::schedule::Schedule;
 
@@ -94,9 +95,10 @@ pub struct StateDb {
     /// Sorted so the saved file is stable and diffable.
     files: BTreeMap<PathBuf, FileState>,
     /// The broker consumer's positions (issue 16): `STREAM/PARTITION` →
-    /// the last stream sequence whose lines are in the files. Saved with
-    /// the rotation state because it is a fact about the files' contents.
-    partitions: BTreeMap<String, u64>,
+    /// the last stream sequence whose lines are in the files, and where
+    /// each of its files ended then. Saved with the rotation state because
+    /// it is a fact about the files' contents.
+    partitions: BTreeMap<String, Checkpoint>,
     /// Changed since the last successful save.
     unsaved: bool,
     /// Directories with renames (rotations) not yet fsynced: synced by the
@@ -126,7 +128,17 @@ struct Disk {
     version: u32,
     files: BTreeMap<String, DiskEntry>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    partitions: BTreeMap<String, u64>,
+    partitions: BTreeMap<String, Checkpoint>,
+}
+
+/// A broker partition's commit: every line of stream sequences up to
+/// `seq` is in the files, which ended at `files` (paths relative to the
+/// log directory) when it was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
+    pub(crate) seq: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) files: BTreeMap<String, Mark>,
 }
 
 /// One file's entry as stored.
@@ -296,18 +308,17 @@ impl StateDb {
         &self.path
     }
 
-    /// The last stream sequence written for broker partition `key`
-    /// (`STREAM/N`), 0 when none was.
-    pub fn partition(&self, key: &str) -> u64 {
-        self.partitions.get(key).copied().unwrap_or(0)
+    /// The last commit of broker partition `key` (`STREAM/N`); empty
+    /// (sequence 0) when there was none.
+    pub(crate) fn partition(&self, key: &str) -> Checkpoint {
+        self.partitions.get(key).cloned().unwrap_or_default()
     }
 
-    /// Records that every line of stream sequences up to `seq` of partition
-    /// `key` is in the files (in memory until [`StateDb::save`]).
-    pub fn set_partition(&mut self, key: &str, seq: u64) {
-        if self.partitions.get(key) != Some(&seq) {
+    /// Records partition `key`'s commit (in memory until [`StateDb::save`]).
+    pub(crate) fn set_partition(&mut self, key: &str, c: &Checkpoint) {
+        if self.partitions.get(key) != Some(c) {
             self.unsaved = true;
-            self.partitions.insert(key.to_owned(), seq);
+            self.partitions.insert(key.to_owned(), c.clone());
         }
     }
 

@@ -1,5 +1,6 @@
 //! Partition ownership for the broker consumer (issue 16): a lease per
-//! partition, value `{"owner":NAME,"seq":LAST_WRITTEN}`, kept as the one
+//! partition, value `{"owner":NAME,"seq":LAST_WRITTEN,"files":{PATH:MARK}}`
+//! (the owner's last commit: see [`Checkpoint`]), kept as the one
 //! message of subject `BUCKET.KEY` in a small JetStream stream (what a
 //! JetStream key-value bucket is underneath; the client's KV API does not
 //! speak to Debian's nats-server 2.9, so [`LeaseStore`] does the two
@@ -12,8 +13,8 @@
 //! it has seen the same revision for a whole TTL by its own clock, so the
 //! owner has stopped a third of a TTL before anyone else may start: no
 //! clock is compared across hosts. The value also carries the owner's
-//! last written stream sequence, so a new owner skips what the old one
-//! wrote. A clean stop hands the lease back (owner `""`), and a standby
+//! last commit, so a new owner skips what the old one wrote and cuts off
+//! what it wrote after that commit. A clean stop hands the lease back (owner `""`), and a standby
 //! takes a free lease at once.
 
 use std::time::Duration;
@@ -27,14 +28,16 @@ use tracing::warn;
 
 use crate::escape::esc;
 use crate::ratelimit::RateLimit;
+use crate::rotation::state::Checkpoint;
 
 /// The lease's value.
 #[derive(Debug, Serialize, Deserialize)]
 struct Value {
     /// The owning writer's `[consume] name`; `""` when handed back.
     owner: String,
-    /// The last stream sequence whose lines the owner has written.
-    seq: u64,
+    /// The owner's last commit.
+    #[serde(flatten)]
+    commit: Checkpoint,
 }
 
 /// The lease entries: one stream, one subject per lease, one message kept
@@ -192,8 +195,8 @@ pub(crate) struct Lease {
     me: String,
     /// The entry's revision after our last write: the next CAS expects it.
     rev: u64,
-    /// The sequence the value says is written.
-    pub(crate) seq: u64,
+    /// The last commit, as the value says.
+    pub(crate) commit: Checkpoint,
     /// Until when this writer may write (two thirds of the TTL after the
     /// last successful renewal was sent).
     valid_until: Instant,
@@ -203,10 +206,10 @@ pub(crate) struct Lease {
     renewed: Instant,
 }
 
-fn encode(owner: &str, seq: u64) -> bytes::Bytes {
+fn encode(owner: &str, commit: &Checkpoint) -> bytes::Bytes {
     let v = Value {
         owner: owner.to_owned(),
-        seq,
+        commit: commit.clone(),
     };
     serde_json::to_vec(&v).unwrap_or_default().into()
 }
@@ -232,13 +235,18 @@ pub(crate) async fn acquire(
     loop {
         let sent = Instant::now();
         let attempt = match kv.get(key).await {
-            Ok(None) => kv.put(key, encode(me, 0), 0).await.ok().map(|rev| (rev, 0)),
+            Ok(None) => {
+                let commit = Checkpoint::default();
+                kv.put(key, encode(me, &commit), 0)
+                    .await
+                    .ok()
+                    .map(|rev| (rev, commit))
+            }
             Ok(Some(e)) => {
                 let value = decode(&e.value);
-                let seq = value.as_ref().map_or(0, |v| v.seq);
-                let free = value
-                    .as_ref()
-                    .is_none_or(|v| v.owner.is_empty() || v.owner == me);
+                let owner = value.as_ref().map_or("", |v| v.owner.as_str()).to_owned();
+                let commit = value.map(|v| v.commit).unwrap_or_default();
+                let free = owner.is_empty() || owner == me;
                 let stale = match watching {
                     Some((rev, since)) if rev == e.revision => since.elapsed() >= ttl,
                     _ => {
@@ -248,13 +256,12 @@ pub(crate) async fn acquire(
                 };
                 if free || stale {
                     if stale {
-                        let owner = value.as_ref().map_or("", |v| v.owner.as_str());
-                        warn!(lease = key, owner = %esc(owner), "taking over a partition whose owner stopped renewing");
+                        warn!(lease = key, owner = %esc(&owner), "taking over a partition whose owner stopped renewing");
                     }
-                    kv.put(key, encode(me, seq), e.revision)
+                    kv.put(key, encode(me, &commit), e.revision)
                         .await
                         .ok()
-                        .map(|rev| (rev, seq))
+                        .map(|rev| (rev, commit))
                 } else {
                     None
                 }
@@ -266,12 +273,12 @@ pub(crate) async fn acquire(
                 None
             }
         };
-        if let Some((rev, seq)) = attempt {
+        if let Some((rev, commit)) = attempt {
             return Some(Lease {
                 key: key.to_owned(),
                 me: me.to_owned(),
                 rev,
-                seq,
+                commit,
                 valid_until: sent + ttl * 2 / 3,
                 ttl,
                 renewed: sent,
@@ -297,15 +304,17 @@ impl Lease {
         self.renewed.elapsed() >= self.ttl / 3
     }
 
-    /// Renews the lease and records `seq` as written. `false` when the
+    /// Renews the lease and records `commit` as the last. `false` when the
     /// renewal failed: the lease may still be valid for a while (a broker
     /// hiccup), or be gone for good (someone took it: the CAS failed).
-    pub(crate) async fn renew(&mut self, kv: &LeaseStore, seq: u64) -> bool {
+    pub(crate) async fn renew(&mut self, kv: &LeaseStore, commit: &Checkpoint) -> bool {
         let sent = Instant::now();
-        match kv.put(&self.key, encode(&self.me, seq), self.rev).await {
+        match kv.put(&self.key, encode(&self.me, commit), self.rev).await {
             Ok(rev) => {
                 self.rev = rev;
-                self.seq = seq;
+                if &self.commit != commit {
+                    self.commit = commit.clone();
+                }
                 self.renewed = sent;
                 self.valid_until = sent + self.ttl * 2 / 3;
                 true
@@ -321,10 +330,10 @@ impl Lease {
         }
     }
 
-    /// Hands the lease back at a clean stop, keeping the written sequence,
-    /// so a standby takes over at once.
+    /// Hands the lease back at a clean stop, keeping the last commit, so a
+    /// standby takes over at once.
     pub(crate) async fn release(self, kv: &LeaseStore) {
-        if let Err(err) = kv.put(&self.key, encode("", self.seq), self.rev).await {
+        if let Err(err) = kv.put(&self.key, encode("", &self.commit), self.rev).await {
             warn!(lease = %self.key, cause = %err, "cannot hand the partition lease back; a standby takes it after the TTL");
         }
     }

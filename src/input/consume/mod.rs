@@ -4,12 +4,16 @@
 //! from JetStream through a durable pull consumer, routes their records
 //! through an ordinary [`Router`] (this daemon's facilities, rotation and
 //! compression; never the forward output) and commits each cycle in this
-//! order: lines written and fdatasynced → stream sequence saved in the
-//! rotation state → lease renewed with that sequence → acknowledged
-//! (each block). A block already written (seq at or below the checkpoint) is
+//! order: lines written and fdatasynced → the commit (stream sequence, and
+//! where each of the partition's files ends: [`Checkpoint`]) saved in the
+//! rotation state → lease renewed carrying that commit → acknowledged
+//! (each block). A block already written (seq at or below the commit) is
 //! acknowledged and skipped, so a redelivery after a crash or a take-over
-//! writes nothing twice; a block that cannot be decoded is counted and
-//! skipped and never holds its partition up.
+//! writes nothing twice. Lines an owner wrote after its last commit (it
+//! was SIGKILLed between writing and committing) are cut off the files by
+//! whoever owns the partition next, before it writes them again
+//! ([`cut_back`]); a block that cannot be decoded is counted and skipped
+//! and never holds its partition up.
 
 pub(crate) mod lease;
 
@@ -27,8 +31,12 @@ use tracing::{info, warn};
 use crate::broker::codec::decode_block;
 use crate::broker::nats::{connect, ensure_stream, subject};
 use crate::config::ConsumeSection;
+use crate::escape::esc;
+use crate::output::file::mark::{self, Cut, Marked};
+use crate::output::file::Command;
 use crate::ratelimit::RateLimit;
 use crate::record::{Auth, Record, Transport};
+use crate::rotation::state::Checkpoint;
 use crate::rotation::StateDb;
 use crate::router::{Router, RouterCtx};
 use crate::stats::Stats;
@@ -38,6 +46,11 @@ use lease::{Lease, LeaseStore};
 /// server delivers it again (only matters if a writer hangs: a take-over
 /// recreates the consumer and gets everything unacknowledged at once).
 const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// Most files a partition's commit lists (the least recently written are
+/// dropped beyond it: such a file is not cut back at a take-over, so at
+/// worst its last uncommitted cycle is written twice, never lost).
+const MAX_MARKS: usize = 1024;
 
 /// What every partition task shares.
 struct Shared {
@@ -140,7 +153,7 @@ async fn partition_loop(sh: Arc<Shared>, p: u32) {
             return;
         };
         sh.stats.consume_owned_partitions.fetch_add(1, Relaxed);
-        info!(partition = p, seq = lease.seq, "owns partition");
+        info!(partition = p, seq = lease.commit.seq, "owns partition");
         let ended = own(&sh, p, &mut lease).await;
         sh.stats.consume_owned_partitions.fetch_sub(1, Relaxed);
         if let Ok(mut lag) = sh.stats.consume_lag_by.lock() {
@@ -172,7 +185,18 @@ async fn partition_loop(sh: Arc<Shared>, p: u32) {
 async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
     let state_key = format!("{}/{p}", sh.section.stream.stream);
     let local = lock(&sh.state).partition(&state_key);
-    let mut done = local.max(lease.seq);
+    // The newest commit: ours (we wrote last, or crashed between saving it
+    // and renewing the lease) or the lease's (someone wrote after us).
+    let mut commit = if local.seq >= lease.commit.seq {
+        local
+    } else {
+        lease.commit.clone()
+    };
+    cut_back(sh, p, &commit).await;
+    let mut touched: std::collections::HashMap<String, u64> =
+        commit.files.keys().map(|k| (k.clone(), 0)).collect();
+    let mut cycle = 0u64;
+    let mut marks = Vec::new();
     let consumer = loop {
         match fresh_consumer(sh, p).await {
             Ok(c) => break c,
@@ -182,7 +206,7 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
                 }
             }
         }
-        if !renew_if_due(sh, lease, done).await {
+        if !renew_if_due(sh, lease, &commit).await {
             return Ended::Lost;
         }
         tokio::select! {
@@ -209,7 +233,7 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
                 if let Some(suppressed) = sh.limiter.check() {
                     warn!(partition = p, cause = %e, suppressed, "consume: fetch failed");
                 }
-                if !renew_if_due(sh, lease, done).await {
+                if !renew_if_due(sh, lease, &commit).await {
                     return Ended::Lost;
                 }
                 tokio::select! {
@@ -220,12 +244,12 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
             }
         };
         if msgs.is_empty() {
-            if !renew_if_due(sh, lease, done).await {
+            if !renew_if_due(sh, lease, &commit).await {
                 return Ended::Lost;
             }
             continue;
         }
-        let mut upto = done;
+        let mut upto = commit.seq;
         let mut pending = 0;
         router.begin_chunk();
         for m in &msgs {
@@ -235,7 +259,7 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
             };
             let seq = info.stream_sequence;
             pending = info.pending;
-            if seq <= done {
+            if seq <= commit.seq {
                 sh.stats.consume_redeliveries.fetch_add(1, Relaxed);
                 continue;
             }
@@ -243,28 +267,41 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
             upto = upto.max(seq);
         }
         if !lease.is_valid() {
+            settle(&mut router, &mut marks).await;
             return Ended::Lost;
         }
         router.flush().await;
         // Written and synced before the position is recorded.
-        while !router.sync().await {
-            if !renew_if_due(sh, lease, done).await || !lease.is_valid() {
+        while !router.sync(&mut marks).await {
+            if !renew_if_due(sh, lease, &commit).await || !lease.is_valid() {
+                settle(&mut router, &mut marks).await;
                 return Ended::Lost;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        if upto > done {
-            if let Err(e) = save_position(sh, &state_key, upto).await {
+        if upto > commit.seq {
+            cycle += 1;
+            let mut next = commit.clone();
+            next.seq = upto;
+            note_marks(
+                sh,
+                &mut next,
+                &mut touched,
+                std::mem::take(&mut marks),
+                cycle,
+            );
+            if let Err(e) = save_position(sh, &state_key, &next).await {
                 // Not acknowledged: the blocks come again and are written
-                // again once the state can be saved. Writing fewer lines
-                // twice is better than claiming a position not on disk.
+                // again once the state can be saved (cut back first by
+                // the next owner, or by us after a restart). Writing
+                // lines twice is better than claiming a position not on disk.
                 warn!(partition = p, cause = %e, "cannot save the partition position; not acknowledging");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
-            done = upto;
+            commit = next;
         }
-        if !lease.renew(&sh.kv, done).await && !lease.is_valid() {
+        if !lease.renew(&sh.kv, &commit).await && !lease.is_valid() {
             return Ended::Lost;
         }
         // Work-queue streams need every message acknowledged (AckAll is
@@ -278,6 +315,88 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
             }
         }
         set_lag(&sh.stats, p, pending);
+    }
+}
+
+/// Before giving a lost partition up: every line routed so far is handed
+/// to its file and written, so none lands after the next owner cut the
+/// files back to the last commit.
+async fn settle(router: &mut Router, marks: &mut Vec<Marked>) {
+    router.flush().await;
+    let _ = router.sync(marks).await;
+}
+
+/// Puts the files' ends after this cycle into `next` (paths relative to
+/// the log directory); keeps at most [`MAX_MARKS`], dropping the files
+/// written least recently.
+fn note_marks(
+    sh: &Shared,
+    next: &mut Checkpoint,
+    touched: &mut std::collections::HashMap<String, u64>,
+    marks: Vec<Marked>,
+    cycle: u64,
+) {
+    let logdir = sh.router.outputs.files.logdir();
+    for m in marks {
+        let Some(rel) = m.path.strip_prefix(logdir).ok().and_then(|r| r.to_str()) else {
+            continue;
+        };
+        next.files.insert(rel.to_owned(), m.mark);
+        touched.insert(rel.to_owned(), cycle);
+    }
+    if next.files.len() > MAX_MARKS {
+        let mut by_age: Vec<(u64, String)> = touched.iter().map(|(k, &c)| (c, k.clone())).collect();
+        by_age.sort_unstable();
+        for (_, k) in by_age.into_iter().take(next.files.len() - MAX_MARKS) {
+            next.files.remove(&k);
+            touched.remove(&k);
+        }
+    }
+}
+
+/// Cuts each file of `commit` back to where it ended at that commit: what
+/// is past it was written by an owner that died before committing it, and
+/// comes again from the stream. Writers of this daemon that have one of
+/// those files open reopen it, so they take its new size.
+async fn cut_back(sh: &Shared, p: u32, commit: &Checkpoint) {
+    if commit.files.is_empty() {
+        return;
+    }
+    let logdir = sh.router.outputs.files.logdir().to_path_buf();
+    let files: Vec<(std::path::PathBuf, mark::Mark)> = commit
+        .files
+        .iter()
+        .map(|(rel, m)| (logdir.join(rel), *m))
+        .collect();
+    let job = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .map(|(path, m)| {
+                let r = mark::cut_back(&logdir, &path, m);
+                (path, r)
+            })
+            .collect::<Vec<_>>()
+    });
+    let Ok(results) = job.await else {
+        return;
+    };
+    let open = sh.router.outputs.files.all();
+    for (path, r) in results {
+        match r {
+            Ok(Cut::Shortened(bytes)) => {
+                warn!(partition = p, path = %esc(&path.display().to_string()), bytes, "cut off lines written after the partition's last commit (they are written again from the stream)");
+                if let Some((_, tx)) = open.iter().find(|(q, _)| q == &path) {
+                    let _ = tx.send(Command::Reopen).await;
+                }
+            }
+            Ok(Cut::Nothing) => {}
+            Ok(Cut::Differs) => {
+                info!(partition = p, path = %esc(&path.display().to_string()), "file changed since the partition's last commit (rotated?); not cut back");
+            }
+            Err(e) => {
+                warn!(partition = p, path = %esc(&path.display().to_string()), cause = %e, "cannot check the file against the partition's last commit");
+            }
+        }
     }
 }
 
@@ -325,9 +444,9 @@ async fn route_block(sh: &Shared, p: u32, seq: u64, payload: &[u8], router: &mut
 
 /// Renews the lease when a renewal is due; `false` when it is no longer
 /// valid.
-async fn renew_if_due(sh: &Shared, lease: &mut Lease, done: u64) -> bool {
+async fn renew_if_due(sh: &Shared, lease: &mut Lease, commit: &Checkpoint) -> bool {
     if lease.renewal_due() {
-        lease.renew(&sh.kv, done).await;
+        lease.renew(&sh.kv, commit).await;
     }
     lease.is_valid()
 }
@@ -379,13 +498,14 @@ async fn next_messages(
     Ok(out)
 }
 
-/// Records `seq` as written for `key` and saves the state now.
-async fn save_position(sh: &Shared, key: &str, seq: u64) -> std::io::Result<()> {
+/// Records `commit` for partition `key` and saves the state now.
+async fn save_position(sh: &Shared, key: &str, commit: &Checkpoint) -> std::io::Result<()> {
     let state = sh.state.clone();
     let key = key.to_owned();
+    let commit = commit.clone();
     tokio::task::spawn_blocking(move || {
         let mut s = lock(&state);
-        s.set_partition(&key, seq);
+        s.set_partition(&key, &commit);
         s.save()
     })
     .await

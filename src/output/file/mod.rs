@@ -10,6 +10,7 @@
 
 pub(crate) mod format;
 pub(crate) mod line;
+pub(crate) mod mark;
 pub(crate) mod open;
 pub(crate) mod path;
 pub(crate) mod scheduler;
@@ -45,9 +46,19 @@ pub(crate) enum Command {
     /// Rotate now if the file has content; reply when the rename is done.
     Rotate(Option<oneshot::Sender<()>>),
     /// Write out everything queued before this and `fdatasync` it; reply
-    /// whether all of it is on disk. The broker consumer (issue 16) records
-    /// a partition's stream position only after this says yes.
-    Sync(oneshot::Sender<bool>),
+    /// whether all of it is on disk, and where the file then ends. The
+    /// broker consumer (issue 16) records a partition's stream position
+    /// only after this says yes.
+    Sync(oneshot::Sender<Synced>),
+}
+
+/// The answer to [`Command::Sync`].
+#[derive(Debug)]
+pub(crate) struct Synced {
+    /// Everything queued before the `Sync` is written and fdatasynced.
+    pub(crate) ok: bool,
+    /// Where the file ended then; `None` when it could not be read.
+    pub(crate) mark: Option<mark::Marked>,
 }
 
 impl Command {

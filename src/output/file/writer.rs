@@ -253,7 +253,8 @@ impl LogFile {
                 }
                 self.write_out().await;
                 let ok = self.pending.is_empty() && self.sync_now().await;
-                let _ = done.send(ok);
+                let mark = if ok { self.mark().await } else { None };
+                let _ = done.send(super::Synced { ok, mark });
             }
         }
     }
@@ -663,6 +664,25 @@ impl LogFile {
                 warn!(path = %self.path.display(), cause = %err, "sync task failed");
                 false
             }
+        }
+    }
+
+    /// Where the live file ends now, for the broker consumer's commit.
+    async fn mark(&self) -> Option<super::mark::Marked> {
+        let (logdir, path) = (self.ctx.logdir.clone(), self.path.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            super::mark::read(&logdir, &path).map(|mark| super::mark::Marked { path, mark })
+        })
+        .await;
+        match read {
+            Ok(Ok(m)) => Some(m),
+            Ok(Err(err)) => {
+                if let Some(suppressed) = self.ctx.limiter.check() {
+                    warn!(path = %self.path.display(), cause = %err, suppressed, "cannot read where the file ends");
+                }
+                None
+            }
+            Err(_) => None,
         }
     }
 
