@@ -129,8 +129,9 @@ fn broker_tls_with_tls_ca_round_trips_and_a_wrong_ca_is_refused_with_the_reason(
     round_trip(&url, &ca, &ca);
     let other = format!("tls_ca = {}\n", cert("other-ca.cert").display());
     check_broker_refused(&url, &other, &["UnknownIssuer"]);
-    // Without TLS at all: the server requires it.
-    check_broker_refused(&nats.url(), "", &["TLS", "tls"]);
+    // No tls_ca on a nats:// URL: the server requires TLS, the client
+    // follows, and the test CA is not among the system roots.
+    check_broker_refused(&nats.url(), "", &["UnknownIssuer"]);
 }
 
 /// Mutual TLS: a server with `verify: true` takes the edge and the writer
@@ -146,20 +147,12 @@ fn broker_mutual_tls_round_trips_and_a_missing_or_foreign_client_cert_is_refused
     let mtls = format!("{ca}tls_cert = {0}\ntls_key = {0}\n", client.display());
     check_broker_ok(&url, &mtls);
     round_trip(&url, &mtls, &mtls);
-    check_broker_refused(
-        &url,
-        &ca,
-        &["IO error", "TLS", "certificate", "closed", "reset"],
-    );
+    check_broker_refused(&url, &ca, &["BadCertificate", "CertificateRequired"]);
     let foreign = format!(
         "{ca}tls_cert = {0}\ntls_key = {0}\n",
         cert("other-client.pem").display()
     );
-    check_broker_refused(
-        &url,
-        &foreign,
-        &["IO error", "TLS", "certificate", "closed", "reset"],
-    );
+    check_broker_refused(&url, &foreign, &["BadCertificate", "CertificateRequired"]);
 }
 
 // === NKey ===
