@@ -70,3 +70,9 @@ mod nats;
 
 #[path = "it/broker.rs"]
 mod broker;
+
+#[path = "it/relay_examples.rs"]
+mod relay_examples;
+
+#[path = "it/broker_auth.rs"]
+mod broker_auth;

@@ -51,21 +51,24 @@ async fn check_one(
     bucket: Option<&str>,
 ) -> bool {
     let servers = conn.servers.join(", ");
-    // The daemon's own connect (credentials, NKey, TLS), but without
-    // retrying for ever: a check wants an answer.
-    let client =
-        match tokio::time::timeout(STEP, crate::broker::nats::connect(conn, "loghogd-check")).await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                println!("{section} broker {servers}: cannot connect: {e:#}");
-                return false;
-            }
-            Err(_) => {
-                println!("{section} broker {servers}: no connection within {STEP:?}");
-                return false;
-            }
-        };
+    // The daemon's own options (credentials, NKey, TLS), but one attempt:
+    // a check wants an answer, and the reason when it is no.
+    let client = match tokio::time::timeout(
+        STEP,
+        crate::broker::nats::connect_once(conn, "loghogd-check"),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            println!("{section} broker {servers}: cannot connect: {e:#}");
+            return false;
+        }
+        Err(_) => {
+            println!("{section} broker {servers}: no connection within {STEP:?}");
+            return false;
+        }
+    };
     let js = jetstream::new(client);
     match tokio::time::timeout(STEP, js.get_stream(&stream.stream)).await {
         Ok(Ok(mut s)) => match s.info().await {

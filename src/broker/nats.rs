@@ -25,6 +25,30 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// # Errors
 /// The credentials or NKey file cannot be read, or the options are invalid.
 pub(crate) async fn connect(conn: &BrokerConn, name: &str) -> anyhow::Result<async_nats::Client> {
+    connect_with(conn, name, true).await
+}
+
+/// Connects to the servers of `conn` once, without retrying: for
+/// `--check-broker`, which must say why a connection fails (a certificate
+/// that does not chain to `tls_ca`, an NKey the server does not know)
+/// instead of waiting on a client that keeps retrying in silence.
+///
+/// # Errors
+/// As [`connect`], and every server refused or could not be reached (the
+/// error names the cause).
+pub(crate) async fn connect_once(
+    conn: &BrokerConn,
+    name: &str,
+) -> anyhow::Result<async_nats::Client> {
+    connect_with(conn, name, false).await
+}
+
+/// [`connect`] (`retry`: in the background for ever) or [`connect_once`].
+async fn connect_with(
+    conn: &BrokerConn,
+    name: &str,
+    retry: bool,
+) -> anyhow::Result<async_nats::Client> {
     let mut opts = async_nats::ConnectOptions::new();
     if let Some(path) = &conn.creds {
         opts = opts
@@ -48,10 +72,11 @@ pub(crate) async fn connect(conn: &BrokerConn, name: &str) -> anyhow::Result<asy
     if conn.servers.iter().any(|s| s.starts_with("tls://")) {
         opts = opts.require_tls(true);
     }
+    if retry {
+        opts = opts.retry_on_initial_connect().max_reconnects(None);
+    }
     let client = opts
         .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
         .connection_timeout(REQUEST_TIMEOUT)
         .request_timeout(Some(REQUEST_TIMEOUT))
         .connect(conn.servers.as_slice())

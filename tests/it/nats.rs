@@ -329,6 +329,36 @@ impl Drop for NatsServer {
     }
 }
 
+// === impl NatsServer: with a config file ===
+
+impl NatsServer {
+    /// Starts `nats-server -js -c FILE` with `config` (nats-server's config
+    /// syntax: a `tls {}` or `authorization {}` block) on a free loopback
+    /// port (the command line's port, address and store win over the
+    /// file). Ready once it logged `Server is ready`: the raw client here
+    /// speaks neither TLS nor NKey, so JetStream is not probed through it.
+    pub fn start_with_config(config: &str) -> NatsServer {
+        let dir = tempfile::Builder::new()
+            .prefix("loghogd-nats-")
+            .tempdir()
+            .expect("create temp dir");
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(&conf, config).expect("write nats.conf");
+        let args = vec!["-c".to_string(), conf.display().to_string()];
+        let node = Node::new(dir.path(), "nats1", args);
+        let mut s = NatsServer { dir, node };
+        if let Err(e) = s.node.spawn() {
+            panic!("{e}");
+        }
+        s
+    }
+
+    /// `tls://127.0.0.1:PORT`, for a server started with a `tls {}` block.
+    pub fn tls_url(&self) -> String {
+        format!("tls://{}", self.addr())
+    }
+}
+
 // === impl NatsCluster ===
 
 /// A JetStream cluster of nodes `node1`..`nodeN` on loopback, each with its
