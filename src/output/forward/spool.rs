@@ -388,10 +388,19 @@ impl Spool {
             ));
         }
         self.acked = seq;
-        let sync = self
+        // The mark is written (and synced) at most every ACK_SYNC, not on
+        // every ack: a create + rename per block was a fifth of the edge's
+        // CPU (scripts/bench-relay, perf). A mark left behind by a crash
+        // only replays blocks the stream's duplicate window drops, the
+        // same as after a power cut before this change.
+        if self
             .acked_synced_at
-            .is_none_or(|at| at.elapsed() >= ACK_SYNC);
-        self.save_acked(sync)?;
+            .is_none_or(|at| at.elapsed() >= ACK_SYNC)
+        {
+            self.save_acked(true)?;
+        } else {
+            self.acked_unsynced = true;
+        }
         self.prune()
     }
 
