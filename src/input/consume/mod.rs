@@ -47,6 +47,13 @@ use lease::{Lease, LeaseStore};
 /// recreates the consumer and gets everything unacknowledged at once).
 const ACK_WAIT: Duration = Duration::from_secs(60);
 
+/// How much longer than its own wait a fetch may take before it counts as
+/// failed.
+const FETCH_SLACK: Duration = Duration::from_secs(5);
+
+/// Failed fetches in a row after which the consumer is made afresh.
+const FETCH_FAILURES: u32 = 3;
+
 /// Most files a partition's commit lists (the least recently written are
 /// dropped beyond it: such a file is not cut back at a take-over, so at
 /// worst its last uncommitted cycle is written twice, never lost).
@@ -133,6 +140,10 @@ enum Ended {
     Stopped,
     /// The lease was lost or could not be renewed in time.
     Lost,
+    /// The partition's consumer stopped answering (a broker restart or a
+    /// leader change can leave a pull request unanswered): the lease is
+    /// still ours; take it again at once and make a fresh consumer.
+    Stuck,
 }
 
 /// Waits for partition `p`'s lease, writes while it holds it, and waits
@@ -166,6 +177,16 @@ async fn partition_loop(sh: Arc<Shared>, p: u32) {
                 lease.release(&sh.kv).await;
                 info!(partition = p, "handed partition back");
                 return;
+            }
+            Ended::Stuck => {
+                warn!(
+                    partition = p,
+                    "the partition's consumer does not answer; making a fresh one"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    () = sh.stop.cancelled() => return,
+                }
             }
             Ended::Lost => {
                 warn!(
@@ -220,6 +241,7 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
         Transport::Broker,
     );
     let wait = (sh.section.lease_ttl / 3).min(Duration::from_secs(1));
+    let mut failures = 0u32;
     loop {
         if sh.stop.is_cancelled() {
             return Ended::Stopped;
@@ -227,11 +249,27 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
         if !lease.is_valid() {
             return Ended::Lost;
         }
-        let msgs = match next_messages(&consumer, sh.section.fetch_batch, wait).await {
-            Ok(m) => m,
+        // Bounded: a pull request the server never answers must not hold
+        // the partition up for ever.
+        let fetched = tokio::time::timeout(
+            wait + FETCH_SLACK,
+            next_messages(&consumer, sh.section.fetch_batch, wait),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", wait + FETCH_SLACK)));
+        let msgs = match fetched {
+            Ok(m) => {
+                failures = 0;
+                m
+            }
             Err(e) => {
                 if let Some(suppressed) = sh.limiter.check() {
                     warn!(partition = p, cause = %e, suppressed, "consume: fetch failed");
+                }
+                failures += 1;
+                if failures >= FETCH_FAILURES {
+                    settle(&mut router, &mut marks).await;
+                    return Ended::Stuck;
                 }
                 if !renew_if_due(sh, lease, &commit).await {
                     return Ended::Lost;
