@@ -34,6 +34,7 @@ pub(super) const FORWARD_KEYS: &[&str] = &[
     "spool_max_bytes",
     "spool_segment_bytes",
     "batch_bytes",
+    "spill_after",
 ];
 
 /// The keys `[consume]` knows.
@@ -112,6 +113,10 @@ pub struct ForwardSection {
     pub spool_segment_bytes: u64,
     /// Most bytes in one block (one NATS message).
     pub batch_bytes: usize,
+    /// A block the broker has not acknowledged this long goes to the spool,
+    /// and what follows it too; zero: every block is spooled before it is
+    /// published.
+    pub spill_after: Duration,
 }
 
 /// `[consume]`: write the records of the partitions this daemon owns.
@@ -153,13 +158,14 @@ impl ForwardSection {
         };
         format!(
             "[forward] {} {} spool_max_bytes={} ({} per partition) spool_segment_bytes={} \
-             batch_bytes={} facilities={which}",
+             batch_bytes={} spill_after={} facilities={which}",
             self.conn.describe(),
             self.stream.describe(),
             show_size(self.spool_max_bytes),
             show_size(self.spool_per_partition()),
             show_size(self.spool_segment_bytes),
             show_size(self.batch_bytes as u64),
+            show_duration(self.spill_after),
         )
     }
 }
@@ -275,6 +281,12 @@ pub(super) fn read_forward(r: &Reader<'_>) -> Result<Option<ForwardSection>, Con
         spool_segment_bytes: r.size("spool_segment_bytes", 64 << 20, 1 << 20, 4 << 30)?,
         // At most 1 MiB.
         batch_bytes: batch_bytes as usize,
+        spill_after: r.duration(
+            "spill_after",
+            Duration::from_secs(1),
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?,
         stream,
     };
     let per_partition = section.spool_per_partition();
@@ -605,6 +617,7 @@ mod tests {
         assert_eq!(f.spool_max_bytes, 1 << 30);
         assert_eq!(f.spool_segment_bytes, 64 << 20);
         assert_eq!(f.batch_bytes, 256 << 10);
+        assert_eq!(f.spill_after, Duration::from_secs(1));
         assert_eq!(f.spool_per_partition(), 128 << 20);
     }
 
@@ -620,7 +633,7 @@ mod tests {
              stream = LH_2\nsubject_prefix = logs.edge-1\npartitions = 16\nreplicas = 3\n\
              max_age = 36h\nmax_bytes = 10G\nduplicate_window = 90\nall = yes\n\
              spool_max_bytes = 2G\nspool_segment_bytes = 8M\nbatch_bytes = 1M\n\
-             creds = {}\ntls_ca = {}\n",
+             spill_after = 0\ncreds = {}\ntls_ca = {}\n",
             creds.display(),
             ca.display()
         );
@@ -646,6 +659,11 @@ mod tests {
         assert_eq!(f.spool_max_bytes, 2 << 30);
         assert_eq!(f.spool_segment_bytes, 8 << 20);
         assert_eq!(f.batch_bytes, 1 << 20);
+        assert_eq!(
+            f.spill_after,
+            Duration::ZERO,
+            "0: every block is spooled first"
+        );
         // The check-config line names the paths, never the contents.
         let line = f.describe(&[]);
         assert!(

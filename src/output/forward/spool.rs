@@ -2,15 +2,19 @@
 //! blocks this edge has accepted and JetStream has not acknowledged yet, in
 //! `<workdir>/spool/<stream>/p<N>/`. The publisher appends a block per
 //! batch, [`Spool::sync`]s, publishes, then [`Spool::ack`]s; a restart replays
-//! every block after the `acked` mark, in order. Blocking std I/O: called
-//! from `spawn_blocking` or a thread of its own.
+//! every block after the `acked` mark, in order. A block published straight
+//! from memory takes its seq with [`Spool::reserve`] and reaches the disk
+//! only if the broker is slow ([`Spool::append_reserved`]). Blocking std
+//! I/O: called from `spawn_blocking` or a thread of its own.
 //!
 //! On disk: segment files `<first_block_seq:020>.seg` of frames
 //! `u32 len, u32 crc32 (of the payload), u64 block_seq, payload`
-//! (little-endian), and `acked`, the u64 LE seq of the last acknowledged
-//! block. Losing or rolling back `acked` only re-publishes blocks, which the
+//! (little-endian), `acked`, the u64 LE seq of the last acknowledged
+//! block, and `reserved`, a u64 LE seq no reserved seq has reached yet.
+//! Losing or rolling back `acked` only re-publishes blocks, which the
 //! stream's duplicate window drops; seqs never repeat, because the newest
-//! segment (whose name gives the next seq) is never removed.
+//! segment (whose name gives the next seq) is never removed and `reserved`
+//! is fsynced before a seq below it is handed out.
 
 use std::collections::VecDeque;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -37,6 +41,14 @@ const ACK_SYNC: Duration = Duration::from_secs(1);
 /// The acknowledged mark, and the temporary file it is written through.
 const ACKED: &str = "acked";
 const ACKED_TMP: &str = "acked.tmp";
+
+/// The reservation ceiling, and its temporary file.
+const RESERVED: &str = "reserved";
+const RESERVED_TMP: &str = "reserved.tmp";
+
+/// Seqs [`Spool::reserve`] hands out per fsync of `reserved`: one disk
+/// round trip per this many blocks; a crash skips at most this many seqs.
+const RESERVE_AHEAD: u64 = 1 << 16;
 
 /// Seqs and names at or above this are refused as corrupt: far beyond any
 /// real count, and it keeps `seq + n` from overflowing.
@@ -107,6 +119,10 @@ pub(crate) struct Spool {
     next_seq: u64,
     /// Every block <= this is acknowledged.
     acked: u64,
+    /// No seq at or above this was ever reserved (durable in `reserved`).
+    ceiling: u64,
+    /// The reserved seq not yet acknowledged nor appended, if any.
+    reserved: Option<u64>,
     /// `acked` was written since its last fsync.
     acked_unsynced: bool,
     /// When `acked` was last fsynced, for [`ACK_SYNC`].
@@ -144,8 +160,8 @@ impl Spool {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let path = entry.path();
-            if name == ACKED_TMP {
-                // A save that did not reach its rename; `acked` is intact.
+            if name == ACKED_TMP || name == RESERVED_TMP {
+                // A save that did not reach its rename; the mark is intact.
                 remove_if_present(&path).map_err(|e| ctx(e, "remove", &path))?;
                 continue;
             }
@@ -166,8 +182,11 @@ impl Spool {
         }
         names.sort_unstable_by_key(|n| n.0);
 
-        let (file_acked, acked_invalid) = read_acked(&dir.join(ACKED))?;
+        let (file_acked, acked_invalid) = read_mark(&dir.join(ACKED))?;
         report.acked_invalid = acked_invalid;
+        // A torn `reserved` reads as 0: it was being raised, and the seqs
+        // below its old value are what `acked` and the segments show.
+        let (ceiling, _) = read_mark(&dir.join(RESERVED))?;
 
         let count = names.len();
         let mut segments = VecDeque::with_capacity(count);
@@ -208,11 +227,11 @@ impl Spool {
         // Segments are only removed once all their blocks are acknowledged,
         // oldest first: whatever precedes the oldest one left was acked,
         // even if the `acked` file was lost.
-        let acked = match segments.front() {
+        let mut acked = match segments.front() {
             Some(seg) => file_acked.max(seg.first - 1),
             None => file_acked,
         };
-        let next_seq = match segments.back() {
+        let mut next_seq = match segments.back() {
             Some(seg) => seg.end().max(acked + 1),
             None => acked + 1,
         };
@@ -221,6 +240,15 @@ impl Spool {
             report.lost_blocks += pair[1].first.saturating_sub(lo);
         }
         report.pending_blocks = next_seq - 1 - acked;
+        if ceiling > next_seq {
+            // Seqs below the ceiling may have been published from memory
+            // before a crash: giving one again would have the stream drop
+            // the new block as a re-send. Nothing held lies in between.
+            if report.pending_blocks == 0 {
+                acked = ceiling - 1;
+            }
+            next_seq = ceiling;
+        }
 
         let disk_bytes = segments.iter().map(|s| s.bytes).sum();
         let mut spool = Spool {
@@ -232,6 +260,8 @@ impl Spool {
             reader: None,
             next_seq,
             acked,
+            ceiling,
+            reserved: None,
             acked_unsynced: false,
             acked_synced_at: None,
             dir_unsynced: false,
@@ -295,6 +325,73 @@ impl Spool {
         Ok(seq)
     }
 
+    /// Hands out the next seq for a block published from memory, without
+    /// writing the block: one at a time, until it is acknowledged
+    /// ([`Spool::ack`]) or appended after all ([`Spool::append_reserved`]).
+    /// The seq is never handed out again, even after a crash.
+    ///
+    /// # Errors
+    /// A seq is already reserved (`InvalidInput`), or `reserved` cannot be
+    /// saved.
+    pub(crate) fn reserve(&mut self) -> io::Result<u64> {
+        if let Some(r) = self.reserved {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("spool seq {r} in {} is still reserved", self.dir.display()),
+            ));
+        }
+        let seq = self.next_seq;
+        if seq >= self.ceiling {
+            let ceiling = seq + RESERVE_AHEAD;
+            self.write_mark(RESERVED, RESERVED_TMP, ceiling, true)?;
+            self.ceiling = ceiling;
+        }
+        self.next_seq += 1;
+        self.reserved = Some(seq);
+        Ok(seq)
+    }
+
+    /// Appends the block of reserved `seq` under that seq: the broker has
+    /// not acknowledged it in time, and what follows it goes to disk too.
+    ///
+    /// # Errors
+    /// `seq` is not the reserved one (`InvalidInput`), or as
+    /// [`Spool::append`]; on error the seq stays reserved.
+    pub(crate) fn append_reserved(&mut self, seq: u64, payload: &[u8]) -> io::Result<u64> {
+        if self.reserved != Some(seq) || seq + 1 != self.next_seq {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "spool seq {seq} in {} is not the one reserved",
+                    self.dir.display()
+                ),
+            ));
+        }
+        self.next_seq = seq;
+        match self.append(payload) {
+            Ok(got) => {
+                self.reserved = None;
+                Ok(got)
+            }
+            Err(e) => {
+                self.next_seq = seq + 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// The oldest unacknowledged block the segments hold, if any: what to
+    /// publish next. Seqs no segment holds (lost, or never written because
+    /// they went out from memory before a crash) are passed over; the
+    /// acknowledgement of a later block covers them.
+    pub(crate) fn next_pending(&self) -> Option<u64> {
+        let from = self.acked + 1;
+        self.segments
+            .iter()
+            .find(|seg| seg.end() > from.max(seg.first))
+            .map(|seg| from.max(seg.first))
+    }
+
     /// Makes every appended block durable: fdatasync of the open segment,
     /// and of the directory when a segment was created since the last
     /// sync (older segments were synced when they were left).
@@ -316,7 +413,7 @@ impl Spool {
     /// include acknowledged blocks in a segment not yet freed: the disk is
     /// what the limit protects.
     pub(crate) fn has_room(&self, bytes: u64) -> bool {
-        self.next_seq - 1 == self.acked
+        self.next_pending().is_none()
             || self.disk_bytes.saturating_add(HEADER).saturating_add(bytes) <= self.limits.max_bytes
     }
 
@@ -388,6 +485,9 @@ impl Spool {
             ));
         }
         self.acked = seq;
+        if self.reserved.is_some_and(|r| r <= seq) {
+            self.reserved = None;
+        }
         // The mark is written (and synced) at most every ACK_SYNC, not on
         // every ack: a create + rename per block was a fifth of the edge's
         // CPU (scripts/bench-relay, perf). A mark left behind by a crash
@@ -418,21 +518,25 @@ impl Spool {
     }
 
     /// The last acknowledged seq (0 before any).
+    #[cfg(test)]
     pub(crate) fn acked(&self) -> u64 {
         self.acked
     }
 
     /// The seq the next [`Spool::append`] returns.
+    #[cfg(test)]
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
-    /// Unacknowledged blocks, and the bytes on disk they take (frames
-    /// included).
+    /// Unacknowledged blocks the segments hold, and the bytes on disk they
+    /// take (frames included).
     pub(crate) fn depth(&self) -> (u64, u64) {
         let unacked = self.acked + 1;
         let mut bytes = 0;
+        let mut blocks = 0;
         for (i, seg) in self.segments.iter().enumerate() {
+            blocks += seg.end().saturating_sub(unacked.max(seg.first));
             if unacked <= seg.first {
                 bytes += seg.bytes;
                 continue;
@@ -445,7 +549,7 @@ impl Spool {
                 bytes += seg.bytes - seg.valid_end;
             }
         }
-        (self.next_seq - 1 - self.acked, bytes)
+        (blocks, bytes)
     }
 
     /// Leaves `writer` open on a newest segment that ends at `next_seq`,
@@ -520,11 +624,24 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes `acked` through a temporary file and a rename, so a crash
-    /// leaves the old or the new mark; fsyncs file and directory if `sync`.
+    /// Writes `acked`: see [`Spool::write_mark`].
     fn save_acked(&mut self, sync: bool) -> io::Result<()> {
-        let tmp = self.dir.join(ACKED_TMP);
-        let path = self.dir.join(ACKED);
+        self.write_mark(ACKED, ACKED_TMP, self.acked, sync)?;
+        if sync {
+            self.acked_unsynced = false;
+            self.acked_synced_at = Some(Instant::now());
+        } else {
+            self.acked_unsynced = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the mark `name` through the temporary file `tmp` and a
+    /// rename, so a crash leaves the old or the new value; fsyncs file and
+    /// directory if `sync`.
+    fn write_mark(&mut self, name: &str, tmp: &str, value: u64, sync: bool) -> io::Result<()> {
+        let tmp = self.dir.join(tmp);
+        let path = self.dir.join(name);
         let mut file = open_nofollow(
             OpenOptions::new()
                 .write(true)
@@ -534,7 +651,7 @@ impl Spool {
             &tmp,
         )
         .map_err(|e| ctx(e, "create", &tmp))?;
-        file.write_all(&self.acked.to_le_bytes())
+        file.write_all(&value.to_le_bytes())
             .map_err(|e| ctx(e, "write", &tmp))?;
         if sync {
             file.sync_data().map_err(|e| ctx(e, "fsync", &tmp))?;
@@ -544,10 +661,6 @@ impl Spool {
         if sync {
             sync_dir(&self.dir).map_err(|e| ctx(e, "fsync spool directory", &self.dir))?;
             self.dir_unsynced = false;
-            self.acked_unsynced = false;
-            self.acked_synced_at = Some(Instant::now());
-        } else {
-            self.acked_unsynced = true;
         }
         Ok(())
     }
@@ -635,9 +748,9 @@ fn truncate(path: &Path, len: u64) -> io::Result<()> {
         .map_err(|e| ctx(e, "fsync spool segment", path))
 }
 
-/// The acknowledged mark in `path`, and whether the file was there but
-/// torn. A missing file is 0 (a new spool).
-fn read_acked(path: &Path) -> io::Result<(u64, bool)> {
+/// The mark (`acked` or `reserved`) in `path`, and whether the file was
+/// there but torn. A missing file is 0 (a new spool).
+fn read_mark(path: &Path) -> io::Result<(u64, bool)> {
     let file = match open_nofollow(OpenOptions::new().read(true), path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, false)),
@@ -749,6 +862,77 @@ mod tests {
         file.read_exact_at(&mut b, offset).unwrap();
         b[0] ^= 0x40;
         file.write_all_at(&b, offset).unwrap();
+    }
+
+    #[test]
+    fn reserved_seqs_are_never_given_again_even_after_a_crash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p0");
+        let (mut spool, _) = Spool::open(&dir, limits(1 << 20, 1 << 20)).unwrap();
+        assert_eq!(spool.append(&payload(1)).unwrap(), 1);
+        spool.ack(1).unwrap();
+        // Three blocks go out from memory; the third is in flight at the
+        // crash, and `acked` (saved at most every second) still says 2.
+        for seq in 2..=4 {
+            assert_eq!(spool.reserve().unwrap(), seq);
+            assert!(spool.reserve().is_err(), "one reservation at a time");
+            if seq < 4 {
+                spool.ack(seq).unwrap();
+            }
+        }
+        assert_eq!(spool.depth().0, 0, "memory blocks are not on disk");
+        assert_eq!(spool.next_pending(), None);
+        drop(spool); // a SIGKILL: nothing is closed
+        let (mut spool, report) = Spool::open(&dir, limits(1 << 20, 1 << 20)).unwrap();
+        assert_eq!(report.pending_blocks, 0);
+        let next = spool.next_seq();
+        assert!(next > 4, "seq {next} may already be in the stream");
+        assert_eq!(spool.acked(), next - 1, "nothing to replay");
+        assert_eq!(spool.next_pending(), None);
+        assert_eq!(spool.reserve().unwrap(), next);
+    }
+
+    #[test]
+    fn a_reserved_block_appended_keeps_its_seq_and_later_blocks_follow() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p0");
+        let (mut spool, _) = Spool::open(&dir, limits(1 << 20, 1 << 20)).unwrap();
+        for seq in 1..=2 {
+            assert_eq!(spool.reserve().unwrap(), seq);
+            spool.ack(seq).unwrap();
+        }
+        let seq = spool.reserve().unwrap();
+        assert_eq!(seq, 3);
+        assert!(
+            spool.append_reserved(2, &payload(2)).is_err(),
+            "not the reserved seq"
+        );
+        assert_eq!(spool.append_reserved(3, &payload(3)).unwrap(), 3);
+        assert_eq!(spool.append(&payload(4)).unwrap(), 4);
+        spool.sync().unwrap();
+        assert_eq!(spool.next_pending(), Some(3));
+        assert_eq!(spool.depth().0, 2);
+        assert!(
+            spool.reserve().is_ok(),
+            "the appended seq is no longer reserved"
+        );
+        drop(spool);
+        // A restart replays the two blocks under their seqs, then goes on
+        // above every seq reserved before.
+        let (mut spool, report) = Spool::open(&dir, limits(1 << 20, 1 << 20)).unwrap();
+        assert_eq!(report.pending_blocks, 2);
+        assert_eq!(spool.next_pending(), Some(3));
+        assert_reads(&mut spool, 3..=4);
+        spool.ack(3).unwrap();
+        assert_eq!(spool.next_pending(), Some(4));
+        let next = spool.reserve().unwrap();
+        assert!(
+            next > 5,
+            "seq 5 was reserved before the restart, got {next}"
+        );
+        spool.ack(next).unwrap();
+        assert_eq!(spool.next_pending(), None);
+        assert_eq!(spool.depth().0, 0);
     }
 
     #[test]
