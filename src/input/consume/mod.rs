@@ -62,6 +62,9 @@ const MAX_MARKS: usize = 1024;
 /// What every partition task shares.
 struct Shared {
     section: ConsumeSection,
+    /// The connection: its connect count tells a partition that deliveries
+    /// may have been lost in flight.
+    client: async_nats::Client,
     js: jetstream::Context,
     kv: LeaseStore,
     /// Routes to this daemon's files only (its outputs have no forward).
@@ -119,6 +122,7 @@ pub(crate) async fn start(
         };
         let shared = Arc::new(Shared {
             section,
+            client,
             js,
             kv,
             router,
@@ -140,10 +144,12 @@ enum Ended {
     Stopped,
     /// The lease was lost or could not be renewed in time.
     Lost,
-    /// The partition's consumer stopped answering (a broker restart or a
-    /// leader change can leave a pull request unanswered): the lease is
-    /// still ours; take it again at once and make a fresh consumer.
-    Stuck,
+    /// The partition's consumer must be made afresh (the lease is still
+    /// ours: take it again at once): it stopped answering (a broker
+    /// restart or a leader change can leave a pull request unanswered), or
+    /// the connection was re-made, and a block delivered into the old one
+    /// would come again only after the ack wait, behind later blocks.
+    Stuck(&'static str),
 }
 
 /// Waits for partition `p`'s lease, writes while it holds it, and waits
@@ -178,11 +184,8 @@ async fn partition_loop(sh: Arc<Shared>, p: u32) {
                 info!(partition = p, "handed partition back");
                 return;
             }
-            Ended::Stuck => {
-                warn!(
-                    partition = p,
-                    "the partition's consumer does not answer; making a fresh one"
-                );
+            Ended::Stuck(why) => {
+                warn!(partition = p, "{why}; making a fresh consumer");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                     () = sh.stop.cancelled() => return,
@@ -218,6 +221,8 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
         commit.files.keys().map(|k| (k.clone(), 0)).collect();
     let mut cycle = 0u64;
     let mut marks = Vec::new();
+    // Taken before the consumer is made: a reconnect from here on counts.
+    let epoch = connects(&sh.client);
     let consumer = loop {
         match fresh_consumer(sh, p).await {
             Ok(c) => break c,
@@ -269,7 +274,7 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
                 failures += 1;
                 if failures >= FETCH_FAILURES {
                     settle(&mut router, &mut marks).await;
-                    return Ended::Stuck;
+                    return Ended::Stuck("the partition's consumer does not answer");
                 }
                 if !renew_if_due(sh, lease, &commit).await {
                     return Ended::Lost;
@@ -286,6 +291,14 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
                 return Ended::Lost;
             }
             continue;
+        }
+        if connects(&sh.client) != epoch {
+            // Blocks the server sent into the old connection count as
+            // delivered and come again only after ACK_WAIT; writing these
+            // later ones first would reorder (and skip) them. Nothing of
+            // this fetch is written or acknowledged: a fresh consumer
+            // delivers from the oldest unacknowledged block, in order.
+            return Ended::Stuck("the broker connection was made again");
         }
         let mut upto = commit.seq;
         let mut pending = 0;
@@ -513,6 +526,11 @@ async fn fresh_consumer(sh: &Shared, p: u32) -> anyhow::Result<consumer::PullCon
         .await
         .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
     Ok(c)
+}
+
+/// How many times the client has connected (the first time included).
+fn connects(client: &async_nats::Client) -> u64 {
+    client.statistics().connects.load(Relaxed)
 }
 
 /// What is there now, up to `max` messages; when nothing is, waits up to
