@@ -225,7 +225,22 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
     let epoch = connects(&sh.client);
     let consumer = loop {
         match fresh_consumer(sh, p).await {
-            Ok(c) => break c,
+            Ok((c, last)) => {
+                if last < commit.seq {
+                    // The stream lost its tail (a single node killed before
+                    // it wrote out what it had stored): it gives those
+                    // sequences again, to new records, which must not be
+                    // skipped as written.
+                    warn!(
+                        partition = p,
+                        written = commit.seq,
+                        stream_last = last,
+                        "the stream ends before what this partition wrote; its sequences are used again"
+                    );
+                    commit.seq = last;
+                }
+                break c;
+            }
             Err(e) => {
                 if let Some(suppressed) = sh.limiter.check() {
                     warn!(partition = p, cause = %e, suppressed, "cannot create the partition's consumer; retrying");
@@ -286,19 +301,22 @@ async fn own(sh: &Shared, p: u32, lease: &mut Lease) -> Ended {
                 continue;
             }
         };
+        if connects(&sh.client) != epoch {
+            // Blocks the server sent into the old connection count as
+            // delivered and come again only after ACK_WAIT; writing later
+            // ones first would reorder (and skip) them. And a restarted
+            // server may keep a consumer whose position is past what the
+            // stream kept. Nothing of this fetch is written or
+            // acknowledged: a fresh consumer delivers from the oldest
+            // unacknowledged block, in order.
+            settle(&mut router, &mut marks).await;
+            return Ended::Stuck("the broker connection was made again");
+        }
         if msgs.is_empty() {
             if !renew_if_due(sh, lease, &commit).await {
                 return Ended::Lost;
             }
             continue;
-        }
-        if connects(&sh.client) != epoch {
-            // Blocks the server sent into the old connection count as
-            // delivered and come again only after ACK_WAIT; writing these
-            // later ones first would reorder (and skip) them. Nothing of
-            // this fetch is written or acknowledged: a fresh consumer
-            // delivers from the oldest unacknowledged block, in order.
-            return Ended::Stuck("the broker connection was made again");
         }
         let mut upto = commit.seq;
         let mut pending = 0;
@@ -503,14 +521,16 @@ async fn renew_if_due(sh: &Shared, lease: &mut Lease, commit: &Checkpoint) -> bo
 }
 
 /// Deletes and recreates the partition's durable consumer, so everything
-/// not yet acknowledged is delivered now (not after the old owner's
-/// messages time out).
-async fn fresh_consumer(sh: &Shared, p: u32) -> anyhow::Result<consumer::PullConsumer> {
+/// not yet acknowledged is delivered now, in stream order (not after the
+/// old owner's messages time out). Also returns the stream's last
+/// sequence as the stream said it just before.
+async fn fresh_consumer(sh: &Shared, p: u32) -> anyhow::Result<(consumer::PullConsumer, u64)> {
     let stream = sh
         .js
         .get_stream(&sh.section.stream.stream)
         .await
         .map_err(|e| anyhow::anyhow!("stream {}: {e}", sh.section.stream.stream))?;
+    let last = stream.cached_info().state.last_sequence;
     let name = format!("loghogd-p{p}");
     let _ = stream.delete_consumer(&name).await;
     let c = stream
@@ -525,7 +545,7 @@ async fn fresh_consumer(sh: &Shared, p: u32) -> anyhow::Result<consumer::PullCon
         })
         .await
         .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
-    Ok(c)
+    Ok((c, last))
 }
 
 /// How many times the client has connected (the first time included).
