@@ -255,6 +255,22 @@ fn wait_for_lines_or(
     }
 }
 
+/// Waits for every message of `counts` in `path`, checks each is there
+/// exactly once and in order per connection, and that a moment later
+/// nothing more came (no duplicate from a re-publish); returns the lines.
+fn all_once_in_order(path: &std::path::Path, counts: &[usize], ds: &[&Daemon]) -> Vec<String> {
+    let total: usize = counts.iter().sum();
+    let lines = wait_for_lines_or(path, total, DEADLINE * 2, ds);
+    check_sequences(&lines, counts);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        read(path).lines().count(),
+        total,
+        "lines after a second more"
+    );
+    lines
+}
+
 // === (a) round trips ===
 
 /// LogHog over TCP, syslog (RFC 5424 octet-counted over TCP, and logger(1)
@@ -506,11 +522,7 @@ fn edge_stopped_while_the_broker_is_down_loses_nothing(extra: &str, outage: Dura
 
     nats.restart();
     let mut edge = Daemon::start(&edge_s);
-    let lines = wait_for_lines_or(&path, total, DEADLINE * 2, &[&edge, &writer]);
-    check_sequences(&lines, &counts);
-    // A moment later nothing more came (no duplicate from a re-publish).
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(read(&path).lines().count(), total);
+    all_once_in_order(&path, &counts, &[&edge, &writer]);
     edge.stop();
     writer.stop();
 }
@@ -633,10 +645,7 @@ fn broker_full_spool_holds_tcp_senders_back_and_counts_udp_drops() {
     }
     stop.store(true, Ordering::Relaxed);
     let total = sender.join().expect("sender thread");
-    let lines = wait_for_lines_or(&path, total, DEADLINE * 2, &[&edge, &writer]);
-    check_sequences(&lines, &[total]);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(read(&path).lines().count(), total);
+    all_once_in_order(&path, &[total], &[&edge, &writer]);
     edge.stop();
     writer.stop();
 }
@@ -787,11 +796,7 @@ fn broker_cluster_node_killed_under_load_with_three_replicas_loses_nothing() {
     cl.kill(i);
     std::thread::sleep(Duration::from_secs(5));
     let counts = load.finish();
-    let total: usize = counts.iter().sum();
-    let lines = wait_for_lines_or(&path, total, DEADLINE * 2, &[&edge, &writer]);
-    check_sequences(&lines, &counts);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(read(&path).lines().count(), total);
+    all_once_in_order(&path, &counts, &[&edge, &writer]);
     edge.stop();
     writer.stop();
 }
