@@ -107,6 +107,12 @@ fn metrics_addr(d: &Daemon) -> SocketAddr {
 /// The sum of every sample of `loghogd_{name}` (all label sets), `None`
 /// when the scrape fails or has no such metric.
 fn metric_at(addr: SocketAddr, name: &str) -> Option<f64> {
+    metric_labeled(addr, name, &[])
+}
+
+/// The sum of the samples of `loghogd_{name}` that carry every label of
+/// `labels`; `None` when the scrape fails or has no such sample.
+fn metric_labeled(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let r = run_curl(&format!("http://{addr}/metrics"), &[], None);
     if r.status != 200 {
         return None;
@@ -115,7 +121,7 @@ fn metric_at(addr: SocketAddr, name: &str) -> Option<f64> {
     let full = format!("loghogd_{name}");
     let mut found = None;
     for s in &scrape.samples {
-        if s.metric == full {
+        if s.metric == full && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)) {
             let v = match s.value {
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
@@ -879,6 +885,173 @@ fn broker_poison_is_counted_and_skipped_and_never_blocks_its_partition() {
         |v| v >= 2.0,
     );
     assert_eq!(metric(&writer, "consume_poison_total"), Some(2.0));
+    edge.stop();
+    writer.stop();
+}
+
+// === (f) lag and redeliveries ===
+
+/// A block of the design's format holding one record for `app/root`.
+fn one_record_block(host: &str, body: &str) -> Vec<u8> {
+    let mut block = Vec::new();
+    block.extend_from_slice(b"LHB1");
+    block.extend_from_slice(&1u32.to_le_bytes());
+    let micros = chrono::Utc::now().timestamp_micros();
+    encode_record(&mut block, micros, "app", host, "app/root", body);
+    block
+}
+
+/// Waits until the stream `LOGHOG` exists (the edge creates it at start).
+fn wait_stream(c: &mut crate::nats::NatsConn) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        match c.stream_info("LOGHOG") {
+            Ok(info) => return info,
+            Err(e) => assert!(start.elapsed() < DEADLINE, "no stream LOGHOG: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// 2,000 one-record blocks wait in partition 0, and one in partition 1,
+/// before the writer starts; it takes one block per fetch
+/// (`fetch_batch = 1`). `loghogd_consume_partition_lag{partition="0"}` is
+/// seen above 0 (below what was waiting) and falling while the backlog is
+/// written, partition 1's is 0 once its block is; once every line is in
+/// the file, both are 0.
+#[test]
+fn broker_consumer_lag_per_partition_falls_to_zero_as_the_backlog_is_written() {
+    const N: usize = 2000;
+    let nats = NatsServer::start();
+    // The edge creates the stream (two partitions) with its first record.
+    let edge_s = edge_setup(&nats.url(), "partitions = 2\n");
+    let mut edge = Daemon::start(&edge_s);
+    send_tcp(edge.tcp_addr(), &simple("app", "c2 n000000 edge"));
+    let mut c = nats.conn();
+    wait_stream(&mut c);
+    for i in 0..N {
+        let b = one_record_block("h", &format!("c0 n{i:06} backlog"));
+        c.js_publish("loghog.0", Some(&format!("lag.0.{i}")), &b)
+            .unwrap();
+    }
+    let b = one_record_block("h", "c1 n000000 backlog");
+    c.js_publish("loghog.1", Some("lag.1.0"), &b).unwrap();
+
+    let writer_s = writer_setup(&nats.url(), "partitions = 2\nfetch_batch = 1\n");
+    let mut writer = Daemon::start(&writer_s);
+    let addr = metrics_addr(&writer);
+    let lag = |p: &str| metric_labeled(addr, "consume_partition_lag", &[("partition", p)]);
+    let start = Instant::now();
+    let mut seen0: Vec<f64> = Vec::new();
+    let mut seen1_zero = false;
+    while !(seen1_zero && seen0.len() >= 2 && seen0[seen0.len() - 1] < seen0[0]) {
+        if let Some(v) = lag("0").filter(|&v| v > 0.0) {
+            // N blocks, and the edge's record if it hashed to partition 0.
+            assert!(
+                v <= N as f64,
+                "partition 0's lag {v} with {N} blocks waiting"
+            );
+            seen0.push(v);
+        }
+        seen1_zero |= lag("1") == Some(0.0);
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never saw partition 0's lag above 0 and falling, and partition 1's at 0 \
+             (partition 0: {seen0:?}; partition 1 at 0: {seen1_zero}); stderr:\n{}",
+            writer.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = wait_for_lines_or(
+        &writer_s.log("app/root.log"),
+        N + 1,
+        DEADLINE * 2,
+        &[&writer],
+    );
+    let zero = |p: &str| {
+        let t = Instant::now();
+        while lag(p) != Some(0.0) {
+            assert!(
+                t.elapsed() < DEADLINE,
+                "partition {p}'s lag never came back to 0: {:?}",
+                lag(p)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    zero("0");
+    zero("1");
+    check_sequences(&lines, &[N, 1, 1]);
+    edge.stop();
+    writer.stop();
+}
+
+/// The broker refuses the writer's acknowledgements (its NKey user may
+/// not publish to `$JS.ACK.>`), as if every ack were lost just after the
+/// commit: the writer writes and commits each block, and the blocks stay
+/// in the stream. Restarted, it is given every one of them again: each is
+/// counted in `loghogd_consume_redeliveries_total` and skipped, and no
+/// line is written twice.
+#[test]
+fn broker_blocks_delivered_again_after_their_commit_are_counted_as_redeliveries_and_skipped() {
+    let keys = tempfile::tempdir().unwrap();
+    let (seed, public) = crate::broker_auth::nkey_seed(keys.path(), "writer.nk");
+    let nats = NatsServer::start_with_config(&format!(
+        "authorization {{\n  users = [\n    {{ user: open, password: open }}\n    \
+         {{ nkey: \"{public}\", permissions: {{ publish: {{ deny: [\"$JS.ACK.>\"] }} }} }}\n  ]\n}}\n\
+         no_auth_user: open\n"
+    ));
+    nats.wait_jetstream();
+    let writer_s = writer_setup(
+        &nats.url(),
+        &format!("partitions = 1\nnkey = {}\n", seed.display()),
+    );
+    let mut writer = Daemon::start(&writer_s);
+    let edge_s = edge_setup(&nats.url(), "partitions = 1\n");
+    let mut edge = Daemon::start(&edge_s);
+    let path = writer_s.log("app/root.log");
+    for part in 0..5 {
+        let bytes: Vec<u8> = (part * 100..part * 100 + 100)
+            .flat_map(|i| simple("app", &format!("c0 n{i:06} once")))
+            .collect();
+        send_tcp(edge.tcp_addr(), &bytes);
+        wait_for_lines_or(&path, part * 100 + 100, DEADLINE, &[&writer, &edge]);
+    }
+    wait_metric(
+        &writer,
+        "consume_written_records_total",
+        DEADLINE,
+        "counted all 500",
+        |v| v >= 500.0,
+    );
+    assert_eq!(metric(&writer, "consume_redeliveries_total"), Some(0.0));
+    writer.stop();
+    let log = nats.log_text();
+    assert!(
+        log.contains("Publish Violation") && log.contains("Subject \"$JS.ACK.LOGHOG."),
+        "the broker did not refuse the writer's acks:\n{log}"
+    );
+    let blocks = nats.conn().stream_info("LOGHOG").unwrap()["state"]["messages"]
+        .as_u64()
+        .unwrap();
+    assert!(blocks >= 1, "the unacknowledged blocks left the stream");
+
+    let mut writer = Daemon::start(&writer_s);
+    wait_metric(
+        &writer,
+        "consume_redeliveries_total",
+        DEADLINE,
+        "counted the blocks delivered again",
+        |v| v >= blocks as f64,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        metric(&writer, "consume_redeliveries_total"),
+        Some(blocks as f64)
+    );
+    assert_eq!(metric(&writer, "consume_written_records_total"), Some(0.0));
+    let lines = all_once_in_order(&path, &[500], &[&writer, &edge]);
+    assert_eq!(lines.len(), 500);
     edge.stop();
     writer.stop();
 }

@@ -158,7 +158,7 @@ fn broker_mutual_tls_round_trips_and_a_missing_or_foreign_client_cert_is_refused
 // === NKey ===
 
 /// A seed file for a new user NKey pair in `dir`; returns (path, public key).
-fn nkey_seed(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn nkey_seed(dir: &Path, name: &str) -> (PathBuf, String) {
     let kp = nkeys::KeyPair::new_user();
     let path = dir.join(name);
     std::fs::write(&path, format!("{}\n", kp.seed().unwrap())).unwrap();

@@ -353,6 +353,14 @@ impl NatsServer {
         s
     }
 
+    /// Waits until JetStream answers the raw client: for a config whose
+    /// `no_auth_user` lets a client in without credentials.
+    pub fn wait_jetstream(&self) {
+        if let Err(e) = wait_jetstream(self.addr(), DEADLINE) {
+            panic!("{e}\n{}", self.log_text());
+        }
+    }
+
     /// `tls://127.0.0.1:PORT`, for a server started with a `tls {}` block.
     pub fn tls_url(&self) -> String {
         format!("tls://{}", self.addr())
