@@ -5,13 +5,15 @@
 //! 10 s under load (the spool fills and drains); the writer SIGKILLed with a
 //! second writer standing by (take-over within the lease TTL, never two
 //! writers at once); one node of a three-node cluster killed with replicas
-//! = 3; a poison message counted and skipped. Every case checks that each
-//! message is written exactly once, in order per connection.
+//! = 3; a poison message counted and skipped; the consumer's lag per
+//! partition and its redeliveries, as `/metrics` shows them. Every case
+//! checks that each message is written exactly once, in order per
+//! connection.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -164,10 +166,12 @@ fn wait_metric(
 
 // === load ===
 
-/// Senders that keep writing `c{conn} n{seq:06}` frames for app `app` (root
-/// module) on their own TCP connections until told to stop.
+/// Senders that keep writing `c{conn} n{seq:06} {tail}` frames for app
+/// `app` (root module) on their own TCP connections until told to stop.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Messages written so far, all connections together.
+    sent: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<usize>>,
 }
 
@@ -175,30 +179,51 @@ impl Load {
     /// `conns` connections to `addr`, each a burst of 10 messages every 2 ms
     /// (about 5,000 messages/s per connection): steady load, not a flood.
     fn start(addr: SocketAddr, conns: usize) -> Load {
+        Load::with(addr, conns, Some(Duration::from_millis(2)), "load")
+    }
+
+    /// `conns` connections, each writing bursts of 10 messages ending in
+    /// `tail`, `pace` apart (`None`: as fast as the edge takes them).
+    fn with(addr: SocketAddr, conns: usize, pace: Option<Duration>, tail: &str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
         let threads = (0..conns)
             .map(|c| {
-                let stop = stop.clone();
+                let (stop, sent, tail) = (stop.clone(), sent.clone(), tail.to_owned());
+                let mut s: TcpStream = connect(addr);
+                // Held back for as long as a full spool lasts in a test.
+                s.set_write_timeout(Some(Duration::from_secs(120)))
+                    .expect("set the write timeout");
                 std::thread::spawn(move || {
-                    let mut s: TcpStream = connect(addr);
                     let mut seq = 0usize;
                     while !stop.load(Ordering::Relaxed) {
                         let mut bytes = Vec::new();
                         for _ in 0..10 {
-                            bytes.extend(simple("app", &format!("c{c} n{seq:06} load")));
+                            bytes.extend(simple("app", &format!("c{c} n{seq:06} {tail}")));
                             seq += 1;
                         }
-                        // Blocks while the edge holds readers back (a full
-                        // spool); the write timeout is DEADLINE.
+                        // Blocks while the edge holds readers back (a full spool).
                         s.write_all(&bytes).expect("write to the edge");
+                        sent.fetch_add(10, Ordering::Relaxed);
                         // Pacing, as a real client sends; nothing waits out a race.
-                        std::thread::sleep(Duration::from_millis(2));
+                        if let Some(pace) = pace {
+                            std::thread::sleep(pace);
+                        }
                     }
                     seq
                 })
             })
             .collect();
-        Load { stop, threads }
+        Load {
+            stop,
+            sent,
+            threads,
+        }
+    }
+
+    /// Messages written so far, all connections together.
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Stops the senders, closes their connections; messages sent per connection.
@@ -570,27 +595,7 @@ fn broker_full_spool_holds_tcp_senders_back_and_counts_udp_drops() {
     let path = writer_s.log("app/root.log");
 
     // One sender as fast as the edge takes it, 500-byte bodies.
-    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let (sent, stop) = (sent.clone(), stop.clone());
-        let mut s = connect(edge.tcp_addr());
-        s.set_write_timeout(Some(Duration::from_secs(120))).unwrap();
-        std::thread::spawn(move || {
-            let pad = "x".repeat(500);
-            let mut n = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let mut bytes = Vec::new();
-                for _ in 0..10 {
-                    bytes.extend(simple("app", &format!("c0 n{n:06} {pad}")));
-                    n += 1;
-                }
-                s.write_all(&bytes).expect("write to the edge");
-                sent.store(n, Ordering::Relaxed);
-            }
-            n
-        })
-    };
+    let load = Load::with(edge.tcp_addr(), 1, None, &"x".repeat(500));
     wait_for_lines(&path, 100, DEADLINE);
     // A clean stop: a SIGKILLed single node can lose what it acknowledged
     // but had not yet written out, and with it the duplicate window's ids
@@ -605,10 +610,10 @@ fn broker_full_spool_holds_tcp_senders_back_and_counts_udp_drops() {
     );
     // Held back: no progress for 2 s (once the socket buffers are full).
     let start = Instant::now();
-    let mut last = (sent.load(Ordering::Relaxed), Instant::now());
+    let mut last = (load.sent(), Instant::now());
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        let now = sent.load(Ordering::Relaxed);
+        let now = load.sent();
         if now != last.0 {
             last = (now, Instant::now());
         } else if last.1.elapsed() >= Duration::from_secs(2) {
@@ -640,18 +645,17 @@ fn broker_full_spool_holds_tcp_senders_back_and_counts_udp_drops() {
     );
 
     nats.restart();
-    let held = sent.load(Ordering::Relaxed);
+    let held = load.sent();
     let t = Instant::now();
-    while sent.load(Ordering::Relaxed) < held + 1000 {
+    while load.sent() < held + 1000 {
         assert!(
             t.elapsed() < DEADLINE,
             "the sender was not let go after the broker came back"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop.store(true, Ordering::Relaxed);
-    let total = sender.join().expect("sender thread");
-    all_once_in_order(&path, &[total], &[&edge, &writer]);
+    let counts = load.finish();
+    all_once_in_order(&path, &counts, &[&edge, &writer]);
     edge.stop();
     writer.stop();
 }
