@@ -149,15 +149,27 @@ fn wait_metric(
     what: &str,
     cond: impl Fn(f64) -> bool,
 ) -> f64 {
+    wait_metric_labeled(d, name, &[], deadline, what, cond)
+}
+
+/// [`wait_metric`] for the samples carrying every label of `labels`.
+fn wait_metric_labeled(
+    d: &Daemon,
+    name: &str,
+    labels: &[(&str, &str)],
+    deadline: Duration,
+    what: &str,
+    cond: impl Fn(f64) -> bool,
+) -> f64 {
     let start = Instant::now();
     loop {
-        let v = metric(d, name);
+        let v = metric_labeled(metrics_addr(d), name, labels);
         if let Some(v) = v.filter(|&v| cond(v)) {
             return v;
         }
         assert!(
             start.elapsed() < deadline,
-            "loghogd_{name} never {what} within {deadline:?} (last {v:?}); stderr:\n{}",
+            "loghogd_{name}{labels:?} never {what} within {deadline:?} (last {v:?}); stderr:\n{}",
             d.stderr_text()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -813,6 +825,13 @@ fn broker_cluster_node_killed_under_load_with_three_replicas_loses_nothing() {
 
 // === (e) poison ===
 
+/// The start of a block of the design's format: magic, record count.
+fn block_header(records: u32) -> Vec<u8> {
+    let mut block = b"LHB1".to_vec();
+    block.extend_from_slice(&records.to_le_bytes());
+    block
+}
+
 /// One `record` of the design's block format (little-endian), no syslog meta.
 fn encode_record(out: &mut Vec<u8>, micros: i64, app: &str, host: &str, key: &str, body: &str) {
     let mut r = Vec::new();
@@ -853,9 +872,7 @@ fn broker_poison_is_counted_and_skipped_and_never_blocks_its_partition() {
         .js_publish("loghog.0", Some("poison.0.1"), b"this is not a block")
         .unwrap();
     assert_eq!(ack["stream"], "LOGHOG", "{ack}");
-    let mut block = Vec::new();
-    block.extend_from_slice(b"LHB1");
-    block.extend_from_slice(&2u32.to_le_bytes());
+    let mut block = block_header(2);
     // A record too short for its fixed fields: skipped by its length.
     block.extend_from_slice(&5u32.to_le_bytes());
     block.extend_from_slice(&[0xff; 5]);
@@ -897,20 +914,19 @@ fn broker_poison_is_counted_and_skipped_and_never_blocks_its_partition() {
 
 /// A block of the design's format holding one record for `app/root`.
 fn one_record_block(host: &str, body: &str) -> Vec<u8> {
-    let mut block = Vec::new();
-    block.extend_from_slice(b"LHB1");
-    block.extend_from_slice(&1u32.to_le_bytes());
+    let mut block = block_header(1);
     let micros = chrono::Utc::now().timestamp_micros();
     encode_record(&mut block, micros, "app", host, "app/root", body);
     block
 }
 
-/// Waits until the stream `LOGHOG` exists (the edge creates it at start).
-fn wait_stream(c: &mut crate::nats::NatsConn) -> serde_json::Value {
+/// Waits until the stream `LOGHOG` exists (the edge creates it with its
+/// first record).
+fn wait_stream(c: &mut crate::nats::NatsConn) {
     let start = Instant::now();
     loop {
         match c.stream_info("LOGHOG") {
-            Ok(info) => return info,
+            Ok(_) => return,
             Err(e) => assert!(start.elapsed() < DEADLINE, "no stream LOGHOG: {e}"),
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -972,19 +988,16 @@ fn broker_consumer_lag_per_partition_falls_to_zero_as_the_backlog_is_written() {
         DEADLINE * 2,
         &[&writer],
     );
-    let zero = |p: &str| {
-        let t = Instant::now();
-        while lag(p) != Some(0.0) {
-            assert!(
-                t.elapsed() < DEADLINE,
-                "partition {p}'s lag never came back to 0: {:?}",
-                lag(p)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    zero("0");
-    zero("1");
+    for p in ["0", "1"] {
+        wait_metric_labeled(
+            &writer,
+            "consume_partition_lag",
+            &[("partition", p)],
+            DEADLINE,
+            "came back to 0",
+            |v| v == 0.0,
+        );
+    }
     check_sequences(&lines, &[N, 1, 1]);
     edge.stop();
     writer.stop();
